@@ -1,0 +1,3 @@
+module github.com/consilium/consilium
+
+go 1.26
