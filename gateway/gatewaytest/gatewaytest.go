@@ -1,0 +1,172 @@
+// Package gatewaytest starts a real gateway for tests: TLS 1.3 on a
+// loopback port, the development CA and demo principals of the embedded
+// default (package devenv), and HTTP clients that present each principal's
+// client certificate. Tests of every capability that is reached over HTTP
+// use it, so they all go through real TLS with real certificates.
+package gatewaytest
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/consilium/consilium/certs"
+	"github.com/consilium/consilium/gateway"
+	"github.com/consilium/consilium/internal/devenv"
+	"github.com/consilium/consilium/storage"
+)
+
+// Gateway is a running gateway.
+type Gateway struct {
+	// URL is the base URL, https://127.0.0.1:<port>.
+	URL string
+	// Layout is the development folder with the CA and client files.
+	Layout devenv.Layout
+	// CA is the development certificate authority.
+	CA *certs.Authority
+	// TLS is the server's TLS state (revocations).
+	TLS *certs.ServerTLS
+	// Server is the gateway itself.
+	Server *gateway.Server
+	// Logger is the logger the gateway writes to.
+	Logger *slog.Logger
+
+	stop func()
+}
+
+// Config adjusts [Start].
+type Config struct {
+	// Dir is the development folder; default a new temporary folder.
+	// Two gateways given the same Dir share CA and keys.
+	Dir string
+	// Gateway is the gateway configuration; Addr is ignored (a free
+	// loopback port is used).
+	Gateway gateway.Config
+	// Options are passed to gateway.New; Logger, TLS and Revoked are
+	// filled in when empty.
+	Options gateway.Options
+	// CRLRefresh is how often the server re-reads revocations; default
+	// 100ms so revocation tests are fast.
+	CRLRefresh time.Duration
+}
+
+// Logger returns a logger for tests: silent unless CONSILIUM_TEST_LOG is
+// set, in which case it writes text to stderr.
+func Logger() *slog.Logger {
+	if os.Getenv("CONSILIUM_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Start starts a gateway over store and stops it when the test ends.
+func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	if cfg.CRLRefresh == 0 {
+		cfg.CRLRefresh = 100 * time.Millisecond
+	}
+	layout, _, err := devenv.Ensure(cfg.Dir, nil)
+	if err != nil {
+		t.Fatalf("development folder: %v", err)
+	}
+	ca, err := certs.Load(layout.PKIDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := cfg.Options.Logger
+	if log == nil {
+		log = Logger()
+	}
+	stls, err := certs.NewServerTLS(certs.ServerConfig{
+		CAFile: layout.CAFile(), CertFile: layout.ServerCert(), KeyFile: layout.ServerKey(),
+		CRLFile: layout.CRLFile(), CRLRefresh: cfg.CRLRefresh,
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := cfg.Options
+	opts.Logger = log
+	opts.Store = store
+	if opts.TLS == nil {
+		opts.TLS = stls.Config()
+	}
+	if opts.Revoked == nil {
+		opts.Revoked = stls.IsRevoked
+	}
+	srv, err := gateway.New(cfg.Gateway, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go stls.Watch(ctx)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	g := &Gateway{
+		URL: "https://" + ln.Addr().String(), Layout: layout, CA: ca, TLS: stls, Server: srv, Logger: log,
+	}
+	var stopped bool
+	g.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway stopped with error: %v", err)
+		}
+	}
+	t.Cleanup(g.stop)
+	return g
+}
+
+// Stop shuts the gateway down gracefully (it is also stopped at the end of
+// the test).
+func (g *Gateway) Stop() { g.stop() }
+
+// Client returns an HTTP client that presents demo principal id's
+// certificate and trusts only the development CA.
+func (g *Gateway) Client(t testing.TB, id string) *http.Client {
+	t.Helper()
+	return g.ClientWithFiles(t, g.Layout.ClientCert(id), g.Layout.ClientKey(id))
+}
+
+// ClientWithFiles returns an HTTP client presenting the given certificate
+// and key.
+func (g *Gateway) ClientWithFiles(t testing.TB, certFile, keyFile string) *http.Client {
+	t.Helper()
+	cfg, err := certs.ClientTLSConfig(g.Layout.CAFile(), certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client(t, cfg)
+}
+
+// AnonymousClient returns a client that trusts the CA but presents no
+// certificate.
+func (g *Gateway) AnonymousClient(t testing.TB) *http.Client {
+	t.Helper()
+	cfg, err := certs.ClientTLSConfig(g.Layout.CAFile(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client(t, cfg)
+}
+
+func client(t testing.TB, cfg *tls.Config) *http.Client {
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+}

@@ -1,0 +1,65 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/consilium/consilium/storage"
+)
+
+// routes registers every route of the gateway. Everything needs a client
+// certificate except the two probes.
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", s.wrap(s.healthz, public()))
+	mux.Handle("GET /readyz", s.wrap(s.readyz, public()))
+	mux.Handle("GET /whoami", s.wrap(s.whoami))
+	mux.Handle("GET /metrics", s.wrap(s.metricsRoute))
+	mux.Handle("/", s.wrap(s.notFound))
+	return mux
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
+	return errorf(http.StatusNotFound, "no such route")
+}
+
+// healthz answers as long as the process serves HTTP.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// readyz answers 200 when the store and every registered check respond, so
+// a load balancer only sends traffic to instances that can serve it.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := s.store.Stat(ctx, "readyz/probe"); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		s.log.Warn("not ready: store unreachable", "err", err.Error())
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "object store unreachable"})
+		return nil
+	}
+	for _, check := range s.ready {
+		if err := check(ctx); err != nil {
+			s.log.Warn("not ready", "err", err.Error())
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+			return nil
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+// whoami returns the caller's principal as the gateway sees it.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
+	p, _ := PrincipalFrom(r.Context())
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *Server) metricsRoute(w http.ResponseWriter, r *http.Request) error {
+	s.metricsHandler().ServeHTTP(w, r)
+	return nil
+}

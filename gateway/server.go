@@ -1,0 +1,213 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/consilium/consilium/storage"
+)
+
+// Defaults for [Config].
+const (
+	DefaultAddr              = "127.0.0.1:8443"
+	DefaultMaxBodyBytes      = 1 << 20
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultProgressTimeout   = 30 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultHandlerTimeout    = 5 * time.Minute
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+)
+
+// Config is the gateway's section of the process configuration. Zero
+// values take the documented defaults.
+type Config struct {
+	// Addr is the host:port to listen on. Default 127.0.0.1:8443.
+	Addr string `json:"addr,omitempty"`
+	// MaxBodyBytes bounds request bodies of JSON API routes. Routes that
+	// stream large uploads set their own bound. Default 1 MiB.
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+	// ReadHeaderTimeout bounds the TLS handshake and the request headers
+	// (slowloris). Default 10s.
+	ReadHeaderTimeout time.Duration `json:"read_header_timeout,omitempty"`
+	// ProgressTimeout ends a request whose body read or response write
+	// makes no progress for this long, so slow-drip clients cannot hold
+	// connections while large uploads and downloads still stream. Default 30s.
+	ProgressTimeout time.Duration `json:"progress_timeout,omitempty"`
+	// HandlerTimeout bounds the time until a handler first writes its
+	// response. Default 5m.
+	HandlerTimeout time.Duration `json:"handler_timeout,omitempty"`
+	// IdleTimeout closes idle keep-alive connections. Default 120s.
+	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
+	// ShutdownTimeout bounds the graceful drain on SIGTERM. Default 30s.
+	ShutdownTimeout time.Duration `json:"shutdown_timeout,omitempty"`
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	set(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	set(&c.ProgressTimeout, DefaultProgressTimeout)
+	set(&c.HandlerTimeout, DefaultHandlerTimeout)
+	set(&c.IdleTimeout, DefaultIdleTimeout)
+	set(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	return c
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("gateway: address %q: %w", c.Addr, err)
+	}
+	if c.MaxBodyBytes < 0 {
+		return errors.New("gateway: max body bytes must not be negative")
+	}
+	for _, d := range []time.Duration{c.ReadHeaderTimeout, c.ProgressTimeout, c.HandlerTimeout, c.IdleTimeout, c.ShutdownTimeout} {
+		if d < 0 {
+			return errors.New("gateway: timeouts must not be negative")
+		}
+	}
+	return nil
+}
+
+// Options are the gateway's collaborators, built by the caller.
+type Options struct {
+	// Logger receives access logs and errors. Required.
+	Logger *slog.Logger
+	// TLS is the server TLS configuration (see certs.ServerTLS.Config).
+	// Required: the gateway never serves plain HTTP.
+	TLS *tls.Config
+	// Store is the (encrypted) object store. Required.
+	Store storage.Store
+	// Registry receives the gateway's metrics and is served on /metrics.
+	// Default: a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+	// ReadyChecks are run by /readyz in addition to the store check.
+	ReadyChecks []func(context.Context) error
+	// Revoked, when set, is asked on every request whether the caller's
+	// certificate has been revoked since its connection was established,
+	// so a revocation also ends keep-alive connections, not only new
+	// handshakes (see certs.ServerTLS.IsRevoked).
+	Revoked func(*x509.Certificate) bool
+}
+
+// Server is the gateway. Build it with [New].
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	tls     *tls.Config
+	store   storage.Store
+	reg     *prometheus.Registry
+	metrics *metrics
+	ready   []func(context.Context) error
+	revoked func(*x509.Certificate) bool
+	handler http.Handler
+}
+
+// New builds a gateway from its configuration and collaborators.
+func New(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case opts.Logger == nil:
+		return nil, errors.New("gateway: a logger is required")
+	case opts.TLS == nil:
+		return nil, errors.New("gateway: a TLS configuration is required")
+	case opts.Store == nil:
+		return nil, errors.New("gateway: a store is required")
+	}
+	reg := opts.Registry
+	if reg == nil {
+		reg = NewRegistry()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg.withDefaults(),
+		log:     opts.Logger.With("component", "gateway"),
+		tls:     opts.TLS,
+		store:   opts.Store,
+		reg:     reg,
+		metrics: m,
+		ready:   opts.ReadyChecks,
+		revoked: opts.Revoked,
+	}
+	s.handler = s.observe(s.routes())
+	return s, nil
+}
+
+// Handler returns the gateway's HTTP handler, for tests that bring their
+// own TLS listener.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Addr returns the configured listen address.
+func (s *Server) Addr() string { return s.cfg.Addr }
+
+// ListenAndServe listens on the configured address and serves until ctx
+// ends, then shuts down gracefully.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("gateway: listening on %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves TLS on ln until ctx ends. Then it stops accepting, lets
+// in-flight requests finish for up to ShutdownTimeout, and returns nil; it
+// returns an error only if serving failed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         s.tls.Clone(),
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	s.log.Info("gateway listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gateway: serving: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("gateway shutting down", "timeout", s.cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+		return fmt.Errorf("gateway: graceful shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("gateway: serving: %w", err)
+	}
+	s.log.Info("gateway stopped")
+	return nil
+}

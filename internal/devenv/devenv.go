@@ -1,0 +1,250 @@
+// Package devenv creates and reuses the folder behind `consilium serve
+// --dev`, the embedded default: a development CA, a server certificate, a
+// client certificate for each demo principal, the specialists' age
+// identities, the storage keyring and the gateway's signing key. Tests use
+// the same code, so what a newcomer runs is what the tests exercise.
+//
+// Start with [Ensure]; [Layout] says where everything is.
+package devenv
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"aead.dev/minisign"
+	"filippo.io/age"
+
+	"github.com/consilium/consilium/certs"
+)
+
+// Principals returns the demo principals, in a stable order.
+func Principals() []certs.Principal {
+	return []certs.Principal{
+		{ID: "st-marys", Org: "st-marys", Role: certs.RoleHospital, Country: "GB"},
+		{ID: "city-general", Org: "city-general", Role: certs.RoleHospital, Country: "GB"},
+		{ID: "cm-ana", Org: "consilium", Role: certs.RoleCaseManager, Country: "GB"},
+		{ID: "dr-okafor", Org: "dr-okafor", Role: certs.RoleSpecialist, Country: "US", Specialty: "oncology", Languages: []string{"en"}},
+		{ID: "dr-garcia", Org: "dr-garcia", Role: certs.RoleSpecialist, Country: "ES", Specialty: "radiology", Languages: []string{"es", "en"}},
+		{ID: "co-lee", Org: "consilium", Role: certs.RoleCompliance, Country: "GB"},
+	}
+}
+
+// Layout names every file of a development folder.
+type Layout struct{ Dir string }
+
+func (l Layout) pki(name string) string  { return filepath.Join(l.Dir, "pki", name) }
+func (l Layout) keys(name string) string { return filepath.Join(l.Dir, "keys", name) }
+
+// PKIDir is the CA folder (see package certs).
+func (l Layout) PKIDir() string { return filepath.Join(l.Dir, "pki") }
+
+// CAFile is the CA certificate clients trust.
+func (l Layout) CAFile() string { return l.pki(certs.CAFile) }
+
+// CRLFile is the CA's revocation list.
+func (l Layout) CRLFile() string { return l.pki(certs.CRLFile) }
+
+// ServerCert is the gateway's certificate.
+func (l Layout) ServerCert() string { return l.pki("server.pem") }
+
+// ServerKey is the gateway's private key.
+func (l Layout) ServerKey() string { return l.pki("server.key") }
+
+// ClientCert is the client certificate of principal id.
+func (l Layout) ClientCert(id string) string { return l.pki(id + ".pem") }
+
+// ClientKey is the client key of principal id.
+func (l Layout) ClientKey(id string) string { return l.pki(id + ".key") }
+
+// KeysDir holds the keyring, the signing key and the age identities.
+func (l Layout) KeysDir() string { return filepath.Join(l.Dir, "keys") }
+
+// SigningKey is the gateway's minisign secret key (unencrypted, 0600).
+func (l Layout) SigningKey() string { return l.keys("gateway.key") }
+
+// SigningPub is the gateway's minisign public key, which specialists use
+// to verify packet manifests.
+func (l Layout) SigningPub() string { return l.keys("gateway.pub") }
+
+// AgeIdentity is specialist id's age identity file (age-keygen format).
+func (l Layout) AgeIdentity(id string) string { return l.keys(id + ".agekey") }
+
+// StoreDir is the filesystem backend's folder.
+func (l Layout) StoreDir() string { return filepath.Join(l.Dir, "store") }
+
+// Ensure creates what is missing in dir and reuses what is there. hosts are
+// extra names or addresses the server certificate must cover besides
+// localhost, 127.0.0.1 and ::1. It returns the files it created.
+func Ensure(dir string, hosts []string) (Layout, []string, error) {
+	l := Layout{Dir: dir}
+	var created []string
+	for _, d := range []string{dir, l.PKIDir(), l.KeysDir(), l.StoreDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return l, nil, fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+
+	ca, err := certs.Load(l.PKIDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		ca, err = certs.Init(l.PKIDir(), certs.InitOptions{Name: "Consilium development CA"})
+		created = append(created, l.CAFile())
+	}
+	if err != nil {
+		return l, nil, fmt.Errorf("development CA: %w", err)
+	}
+
+	hosts = append([]string{"localhost", "127.0.0.1", "::1"}, hosts...)
+	if !certCovers(l.ServerCert(), l.ServerKey(), hosts) {
+		iss, err := ca.IssueServer(hosts, certs.IssueOptions{})
+		if err != nil {
+			return l, nil, fmt.Errorf("server certificate: %w", err)
+		}
+		if err := iss.WriteFiles(l.ServerCert(), l.ServerKey()); err != nil {
+			return l, nil, err
+		}
+		created = append(created, l.ServerCert())
+	}
+
+	for _, p := range Principals() {
+		if usable(l.ClientCert(p.ID), l.ClientKey(p.ID)) {
+			continue
+		}
+		iss, err := ca.IssueClient(p, certs.IssueOptions{})
+		if err != nil {
+			return l, nil, fmt.Errorf("client certificate for %s: %w", p.ID, err)
+		}
+		if err := iss.WriteFiles(l.ClientCert(p.ID), l.ClientKey(p.ID)); err != nil {
+			return l, nil, err
+		}
+		created = append(created, l.ClientCert(p.ID))
+	}
+
+	for _, p := range Principals() {
+		if p.Role != certs.RoleSpecialist {
+			continue
+		}
+		if ok, err := exists(l.AgeIdentity(p.ID)); err != nil {
+			return l, nil, err
+		} else if ok {
+			continue
+		}
+		if err := writeAgeIdentity(l.AgeIdentity(p.ID)); err != nil {
+			return l, nil, fmt.Errorf("age identity for %s: %w", p.ID, err)
+		}
+		created = append(created, l.AgeIdentity(p.ID))
+	}
+
+	if ok, err := exists(l.SigningKey()); err != nil {
+		return l, nil, err
+	} else if !ok {
+		if err := writeSigningKey(l.SigningKey(), l.SigningPub()); err != nil {
+			return l, nil, fmt.Errorf("signing key: %w", err)
+		}
+		created = append(created, l.SigningKey(), l.SigningPub())
+	}
+	return l, created, nil
+}
+
+// certCovers reports whether the certificate at certPath exists, has a key,
+// is valid for at least another day, and covers every host.
+func certCovers(certPath, keyPath string, hosts []string) bool {
+	if !usable(certPath, keyPath) {
+		return false
+	}
+	c, err := certs.LoadCertificate(certPath)
+	if err != nil {
+		return false
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			if !slices.ContainsFunc(c.IPAddresses, ip.Equal) {
+				return false
+			}
+		} else if c.VerifyHostname(h) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// usable reports whether a certificate and its key exist and the
+// certificate is valid for at least another day.
+func usable(certPath, keyPath string) bool {
+	c, err := certs.LoadCertificate(certPath)
+	if err != nil {
+		return false
+	}
+	if _, err := certs.LoadKey(keyPath); err != nil {
+		return false
+	}
+	return time.Until(c.NotAfter) > 24*time.Hour
+}
+
+func exists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, fmt.Errorf("checking %s: %w", path, err)
+	}
+}
+
+// writeAgeIdentity writes an X25519 identity in the format of age-keygen,
+// so `age -d -i FILE` reads it.
+func writeAgeIdentity(path string) error {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return err
+	}
+	content := fmt.Sprintf("# created: %s\n# public key: %s\n%s\n",
+		time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
+	return writeNew(path, []byte(content), 0o600)
+}
+
+// writeSigningKey writes an unencrypted minisign key pair; the public key
+// file is in minisign's format so `minisign -V -p FILE` reads it.
+func writeSigningKey(privPath, pubPath string) error {
+	pub, priv, err := minisign.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	privText, err := priv.MarshalText()
+	if err != nil {
+		return err
+	}
+	pubText, err := pub.MarshalText()
+	if err != nil {
+		return err
+	}
+	if err := writeNew(privPath, append(privText, '\n'), 0o600); err != nil {
+		return err
+	}
+	return writeNew(pubPath, append(pubText, '\n'), 0o644)
+}
+
+// writeNew writes a file that must not exist yet.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
