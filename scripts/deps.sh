@@ -16,7 +16,7 @@ log() { echo "deps: $*" >&2; }
 
 apt_packages() {
 	local want missing=()
-	want=$(grep -v '^[[:space:]]*#' .ci/apt-packages | awk 'NF {print $1}')
+	want=$(sed 's/#.*//' .ci/apt-packages | awk 'NF {print $1}')
 	for p in $want; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 	done
