@@ -131,3 +131,35 @@ type Retention struct {
 	Mode  RetentionMode
 	Until time.Time
 }
+
+// More errors that callers branch on, added after the first set.
+var (
+	// ErrInvalidMetadata is returned by Put when the content type or
+	// metadata cannot be stored (see [ValidMetadata]), or uses a key the
+	// storage layer reserves for itself.
+	ErrInvalidMetadata = errors.New("storage: invalid metadata")
+	// ErrInvalidRange is returned by Get when GetOptions ask for bytes
+	// that do not exist: a negative offset or length, or an offset past
+	// the end of the object. A range that starts inside the object and
+	// runs past its end is cut at the end instead.
+	ErrInvalidRange = errors.New("storage: invalid range")
+	// ErrUnknownKey is returned when an encrypted object names a
+	// key-encryption key the keyring does not hold (a wrong keyring, or a
+	// key retired too early). It comes wrapped together with ErrIntegrity.
+	ErrUnknownKey = errors.New("storage: unknown key-encryption key")
+	// ErrKeyInUse is returned by [Keyring.Retire] for a key that objects
+	// may still depend on.
+	ErrKeyInUse = errors.New("storage: key-encryption key may still be in use")
+)
+
+// MetadataUpdater is an optional ability of a [Store]: replace an
+// object's metadata without rewriting its bytes through the caller. Key
+// rotation ([Rewrap]) needs it. Both built-in backends have it.
+type MetadataUpdater interface {
+	// UpdateMetadata replaces the object's metadata with meta, keeping
+	// its data and content type. When ifMatch is not empty the update
+	// only happens if the object's ETag equals it (ErrPreconditionFailed
+	// otherwise). The object's ETag may change. Returns ErrNotFound,
+	// ErrPreconditionFailed or ErrLocked (under retention).
+	UpdateMetadata(ctx context.Context, name string, meta map[string]string, ifMatch string) error
+}
