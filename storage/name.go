@@ -22,6 +22,11 @@ const (
 // segments of lower-case letters, digits and "._-", with no empty, "." or
 // ".." segment, no leading or trailing slash, at most [MaxNameLen] bytes.
 // The error wraps [ErrInvalidName]. Every backend checks names with it.
+//
+// One rule cannot be checked one name at a time: a name must not also be
+// a folder of other names (objects "a" and "a/b" together), because
+// MinIO cannot hold both; the filesystem backend can, but portable
+// callers must not rely on it.
 func ValidName(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: empty", ErrInvalidName)
@@ -58,8 +63,8 @@ func nameByte(c byte) bool {
 }
 
 // ValidPrefix reports whether prefix can be given to [Store.List]: empty,
-// or made only of bytes allowed in names and slashes, at most
-// [MaxNameLen] bytes. A prefix need not end at a segment boundary. The
+// or made only of bytes allowed in names and slashes, with no leading or
+// doubled slash, at most [MaxNameLen] bytes. A prefix need not end at a segment boundary. The
 // error wraps [ErrInvalidName].
 func ValidPrefix(prefix string) error {
 	if len(prefix) > MaxNameLen {
@@ -69,6 +74,9 @@ func ValidPrefix(prefix string) error {
 		if c := prefix[i]; !nameByte(c) && c != '/' {
 			return fmt.Errorf("%w: prefix byte 0x%02x not allowed", ErrInvalidName, c)
 		}
+	}
+	if strings.HasPrefix(prefix, "/") || strings.Contains(prefix, "//") {
+		return fmt.Errorf("%w: prefix has an empty segment", ErrInvalidName)
 	}
 	return nil
 }
