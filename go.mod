@@ -2,7 +2,11 @@ module github.com/consilium/consilium
 
 go 1.26.0
 
-require github.com/minio/minio-go/v7 v7.4.1
+require (
+	github.com/minio/minio-go/v7 v7.4.1
+	github.com/minio/sio v0.4.1
+	golang.org/x/crypto v0.58.0
+)
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
@@ -18,7 +22,6 @@ require (
 	github.com/tinylib/msgp v1.6.4 // indirect
 	github.com/zeebo/xxh3 v1.1.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
