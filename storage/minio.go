@@ -79,10 +79,14 @@ func (c MinIOConfig) Validate() error {
 }
 
 // Default upload tuning of the MinIO backend (see [WithPartSize] and
-// [WithUploadConcurrency]). A Put holds at most concurrency part
-// buffers, so memory per large Put is bounded by their product.
+// [WithUploadConcurrency]). A large Put holds at most concurrency part
+// buffers (24 MiB by default), whatever the object's size; with 8 MiB
+// parts an object of unknown size can reach 10,000 parts, about 78 GiB
+// (a known size picks a larger part when needed). Measured on two cores,
+// 3 x 8 MiB uploads as fast as minio-go's own 4 x 16 MiB while keeping
+// a 1 GiB streaming Put under 64 MB of heap.
 const (
-	DefaultPartSize          = 16 << 20
+	DefaultPartSize          = 8 << 20
 	DefaultUploadConcurrency = 3
 	// smallBuffer is what a Put reads first; objects that fit never
 	// touch a part buffer.

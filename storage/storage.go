@@ -11,6 +11,29 @@
 //
 // Object names are chosen by callers and must never contain anything that
 // identifies a patient: use keyed hashes ([Keyring.Derive] gives the key).
+//
+// # Backends
+//
+// [Filesystem] keeps each object in one file (header and data) under a
+// folder, written through a temporary file, fsync and rename, with
+// flock(2) guarding IfAbsent and IfMatch across processes. [MinIO] keeps
+// objects in a bucket and drives multipart uploads itself so that
+// conditional puts stay atomic at any size and memory stays bounded.
+// Names follow [ValidName]; metadata follows [ValidMetadata].
+//
+// # Encryption and keys
+//
+// [Encrypted] encrypts every object with its own data key (DARE 2.0 via
+// github.com/minio/sio) and wraps that key with the active key of a
+// [Keyring]; see its documentation for what is and is not protected.
+// Keys rotate with [Keyring.Rotate], then [Rewrap] re-wraps old data keys
+// in place (metadata only, through [MetadataUpdater]), then
+// [Keyring.Retire] drops keys no object needs.
+//
+// # Testing
+//
+// Package storage/storagetest is the contract every Store meets; package
+// internal/miniotest gives tests a real MinIO server.
 package storage
 
 import (

@@ -30,7 +30,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"go/build"
 	"net"
@@ -45,6 +44,8 @@ import (
 	"time"
 
 	"github.com/consilium/consilium/internal/testenv"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // Environment variables read by this package.
@@ -238,7 +239,7 @@ func tryStart(bin string) (*process, error) {
 	p := &process{cmd: cmd, dataDir: dir, srv: srv}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	if err := waitReady(srv.Endpoint, exited); err != nil {
+	if err := waitReady(srv, exited); err != nil {
 		p.kill(exited)
 		log, _ := os.ReadFile(logPath)
 		os.RemoveAll(dir)
@@ -248,24 +249,42 @@ func tryStart(bin string) (*process, error) {
 	return p, nil
 }
 
-func waitReady(endpoint string, exited <-chan error) error {
+// waitReady waits until the server answers signed S3 requests: its
+// health endpoint answers before it has loaded its IAM and bucket
+// metadata.
+func waitReady(srv Server, exited <-chan error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	url := "http://" + endpoint + "/minio/health/live"
-	client := &http.Client{Timeout: 2 * time.Second}
+	client, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
+	if err != nil {
+		return err
+	}
+	probe := &http.Client{Timeout: 2 * time.Second}
+	var last error
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
+		last = func() error {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+srv.Endpoint+"/minio/health/ready", nil)
+			resp, err := probe.Do(req)
+			if err != nil {
+				return err
 			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("health: %s", resp.Status)
+			}
+			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+			defer rcancel()
+			_, err = client.ListBuckets(rctx)
+			return err
+		}()
+		if last == nil {
+			return nil
 		}
 		select {
 		case err := <-exited:
 			return fmt.Errorf("minio exited before it was ready: %v", err)
 		case <-ctx.Done():
-			return errors.New("minio was not ready within 60s")
+			return fmt.Errorf("minio was not ready within 60s: %v", last)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
