@@ -206,3 +206,50 @@ func TestMinIOUpdateMetadata(t *testing.T) {
 		}
 	}
 }
+
+// TestMinIOCancelledPutLeavesNoUpload checks that a multipart upload cut
+// short by its context is aborted on the server, not left as parts.
+func TestMinIOCancelledPutLeavesNoUpload(t *testing.T) {
+	s := newMinIO(t, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	data := storagetest.Pattern(3, 40<<20)
+	r := &cancelAfter{data: data, after: 30 << 20, cancel: cancel}
+	if _, err := s.Put(ctx, "c/x", r, storage.PutOptions{}); err == nil {
+		t.Fatal("cancelled Put succeeded")
+	}
+	// The check below can see uploads: one left on purpose is listed.
+	core := minio.Core{Client: s.Client()}
+	id, err := core.NewMultipartUpload(context.Background(), s.Bucket(), "c/control", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for u := range s.Client().ListIncompleteUploads(context.Background(), s.Bucket(), "c/", true) {
+		if u.Err != nil {
+			t.Fatal(u.Err)
+		}
+		left = append(left, u.Key)
+	}
+	if len(left) != 1 || left[0] != "c/control" {
+		t.Errorf("incomplete uploads %q, want only the control", left)
+	}
+	if err := core.AbortMultipartUpload(context.Background(), s.Bucket(), "c/control", id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type cancelAfter struct {
+	data   []byte
+	after  int
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	if c.after <= 0 {
+		c.cancel()
+	}
+	n := copy(p, c.data[:min(len(p), len(c.data))])
+	c.data = c.data[n:]
+	c.after -= n
+	return n, nil
+}
