@@ -10,7 +10,8 @@
 // Without them, the first [Start] in a test binary starts the minio
 // program itself on 127.0.0.1 (a free port, a temporary data folder) and
 // every later Start in that binary shares it. The program is found at
-// $CONSILIUM_MINIO_BIN, else as "minio" on PATH, else in $GOPATH/bin.
+// $CONSILIUM_MINIO_BIN, else as "minio" on PATH, else in $GOBIN, else in
+// $GOPATH/bin (where "go install github.com/minio/minio@..." puts it).
 // A missing program is reported with [testenv.Missing]: a failure under
 // CI=true, a skip elsewhere.
 //
@@ -163,13 +164,22 @@ func findBinary() string {
 	if p, err := exec.LookPath("minio"); err == nil {
 		return p
 	}
+	if gobin := os.Getenv("GOBIN"); gobin != "" {
+		if p := filepath.Join(gobin, "minio"); isFile(p) {
+			return p
+		}
+	}
 	for _, gp := range filepath.SplitList(build.Default.GOPATH) {
-		p := filepath.Join(gp, "bin", "minio")
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+		if p := filepath.Join(gp, "bin", "minio"); isFile(p) {
 			return p
 		}
 	}
 	return ""
+}
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
 }
 
 func startProcess(bin string) (*process, error) {
