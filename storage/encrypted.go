@@ -48,8 +48,8 @@ const (
 //
 // What it does not protect: the caller's metadata and content type are
 // stored in clear and unauthenticated (never put identifiers there), and
-// object names are visible (use [Keyring.NameHash]). Sizes are visible
-// to within a package. The backend's ETag is passed through.
+// object names are visible (use [Keyring.NameHash]). The plaintext size
+// follows from the stored size. The backend's ETag is passed through.
 type Encrypted struct {
 	backend Store
 	kr      *Keyring
@@ -236,7 +236,7 @@ func (e *Encrypted) Get(ctx context.Context, name string, opts GetOptions) (io.R
 		if err != nil {
 			return nil, Info{}, err
 		}
-		_, size, err := envelopeOf(st)
+		env, size, err := envelopeOf(st)
 		if err != nil {
 			return nil, Info{}, integrityErr("get", name, err)
 		}
@@ -253,7 +253,6 @@ func (e *Encrypted) Get(ctx context.Context, name string, opts GetOptions) (io.R
 		}
 		if n == 0 {
 			// Nothing to read, but the key is still checked.
-			env, _, _ := envelopeOf(st)
 			if _, err := e.objectKey(name, env); err != nil {
 				return nil, Info{}, integrityErr("get", name, err)
 			}

@@ -164,8 +164,8 @@ func (f *Filesystem) lock(ctx context.Context, name string) (unlock func(), err 
 	return func() { lf.Close() }, nil
 }
 
-// readHeader opens the object file and reads its header. The file is
-// returned open at the start of the data.
+// open opens the object file and reads its header. The file is returned
+// open at the start of the data, with the data's offset in the file.
 func (f *Filesystem) open(name string) (*os.File, *objfile.Header, int64, error) {
 	fl, err := os.Open(f.path(name))
 	if err != nil {

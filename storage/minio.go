@@ -557,16 +557,15 @@ func (m *MinIO) Get(ctx context.Context, name string, opts GetOptions) (io.ReadC
 	if opts.Offset < 0 || opts.Length < 0 {
 		return nil, Info{}, fmt.Errorf("storage: get %s: %w: negative offset or length", name, ErrInvalidRange)
 	}
-	rc, info, err := m.get(ctx, name, opts, "")
+	rc, info, err := m.get(ctx, name, opts)
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("storage: get %s: %w", name, err)
 	}
 	return rc, info, nil
 }
 
-// get opens the object, or the given range of it. When ifMatch is set
-// the object must have that ETag.
-func (m *MinIO) get(ctx context.Context, name string, opts GetOptions, ifMatch string) (io.ReadCloser, Info, error) {
+// get opens the object, or the given range of it.
+func (m *MinIO) get(ctx context.Context, name string, opts GetOptions) (io.ReadCloser, Info, error) {
 	key := m.key(name)
 	var gopts minio.GetObjectOptions
 	ranged := opts.Offset > 0 || opts.Length > 0
@@ -575,9 +574,6 @@ func (m *MinIO) get(ctx context.Context, name string, opts GetOptions, ifMatch s
 		gopts.Set("Range", fmt.Sprintf("bytes=%d-%d", opts.Offset, opts.Offset+opts.Length-1))
 	case opts.Offset > 0:
 		gopts.Set("Range", fmt.Sprintf("bytes=%d-", opts.Offset))
-	}
-	if ifMatch != "" {
-		gopts.SetMatchETag(ifMatch)
 	}
 	body, oi, hdr, err := m.core.GetObject(ctx, m.cfg.Bucket, key, gopts)
 	if err != nil {
@@ -591,7 +587,7 @@ func (m *MinIO) get(ctx context.Context, name string, opts GetOptions, ifMatch s
 		if serr != nil {
 			return nil, Info{}, translate(serr)
 		}
-		if opts.Offset != st.Size || ifMatch != "" && st.ETag != ifMatch {
+		if opts.Offset != st.Size {
 			return nil, Info{}, err
 		}
 		return io.NopCloser(bytes.NewReader(nil)), m.info(name, st, st.Size), nil
