@@ -244,19 +244,23 @@ func (e *Encrypted) Get(ctx context.Context, name string, opts GetOptions) (io.R
 		if err != nil {
 			return nil, Info{}, fmt.Errorf("storage: get %s: %w", name, err)
 		}
-		first := off / darePayload
+		if size == 0 {
+			// Nothing to read, but the key (and so the empty flag) is
+			// still checked.
+			if _, err := e.objectKey(name, env); err != nil {
+				return nil, Info{}, integrityErr("get", name, err)
+			}
+			return io.NopCloser(bytes.NewReader(nil)), plainInfo(st, 0), nil
+		}
+		// Fetch from the package holding the first byte; a read at the
+		// very end still fetches the last package, so that a truncated
+		// object is noticed.
+		first := min(off, size-1) / darePayload
 		cOff := first * darePackage
 		cLen := int64(0) // to the end
 		if off+n < size {
 			last := (off + n - 1) / darePayload
 			cLen = (last+1)*darePackage - cOff
-		}
-		if n == 0 {
-			// Nothing to read, but the key is still checked.
-			if _, err := e.objectKey(name, env); err != nil {
-				return nil, Info{}, integrityErr("get", name, err)
-			}
-			return io.NopCloser(bytes.NewReader(nil)), plainInfo(st, size), nil
 		}
 		rc, info, err := e.backend.Get(ctx, name, GetOptions{Offset: cOff, Length: cLen})
 		if err != nil {
