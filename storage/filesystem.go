@@ -274,7 +274,9 @@ func (f *Filesystem) write(ctx context.Context, name string, h *objfile.Header,
 	defer func() {
 		if !committed {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			if err := os.Remove(tmp.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				f.log.Warn("remove temporary file", "path", tmp.Name(), "err", err)
+			}
 		}
 	}()
 	hb, err := h.Marshal()
