@@ -11,6 +11,29 @@
 //
 // Object names are chosen by callers and must never contain anything that
 // identifies a patient: use keyed hashes ([Keyring.Derive] gives the key).
+//
+// # Backends
+//
+// [Filesystem] keeps each object in one file (header and data) under a
+// folder, written through a temporary file, fsync and rename, with
+// flock(2) guarding IfAbsent and IfMatch across processes. [MinIO] keeps
+// objects in a bucket and drives multipart uploads itself so that
+// conditional puts stay atomic at any size and memory stays bounded.
+// Names follow [ValidName]; metadata follows [ValidMetadata].
+//
+// # Encryption and keys
+//
+// [Encrypted] encrypts every object with its own data key (DARE 2.0 via
+// github.com/minio/sio) and wraps that key with the active key of a
+// [Keyring]; see its documentation for what is and is not protected.
+// Keys rotate with [Keyring.Rotate], then [Rewrap] re-wraps old data keys
+// in place (metadata only, through [MetadataUpdater]), then
+// [Keyring.Retire] drops keys no object needs.
+//
+// # Testing
+//
+// Package storage/storagetest is the contract every Store meets; package
+// internal/miniotest gives tests a real MinIO server.
 package storage
 
 import (
@@ -130,4 +153,36 @@ const (
 type Retention struct {
 	Mode  RetentionMode
 	Until time.Time
+}
+
+// More errors that callers branch on, added after the first set.
+var (
+	// ErrInvalidMetadata is returned by Put when the content type or
+	// metadata cannot be stored (see [ValidMetadata]), or uses a key the
+	// storage layer reserves for itself.
+	ErrInvalidMetadata = errors.New("storage: invalid metadata")
+	// ErrInvalidRange is returned by Get when GetOptions ask for bytes
+	// that do not exist: a negative offset or length, or an offset past
+	// the end of the object. A range that starts inside the object and
+	// runs past its end is cut at the end instead.
+	ErrInvalidRange = errors.New("storage: invalid range")
+	// ErrUnknownKey is returned when an encrypted object names a
+	// key-encryption key the keyring does not hold (a wrong keyring, or a
+	// key retired too early). It comes wrapped together with ErrIntegrity.
+	ErrUnknownKey = errors.New("storage: unknown key-encryption key")
+	// ErrKeyInUse is returned by [Keyring.Retire] for a key that objects
+	// may still depend on.
+	ErrKeyInUse = errors.New("storage: key-encryption key may still be in use")
+)
+
+// MetadataUpdater is an optional ability of a [Store]: replace an
+// object's metadata without rewriting its bytes through the caller. Key
+// rotation ([Rewrap]) needs it. Both built-in backends have it.
+type MetadataUpdater interface {
+	// UpdateMetadata replaces the object's metadata with meta, keeping
+	// its data and content type. When ifMatch is not empty the update
+	// only happens if the object's ETag equals it (ErrPreconditionFailed
+	// otherwise). The object's ETag may change. Returns ErrNotFound,
+	// ErrPreconditionFailed or ErrLocked (under retention).
+	UpdateMetadata(ctx context.Context, name string, meta map[string]string, ifMatch string) error
 }
