@@ -20,7 +20,7 @@ import (
 )
 
 func TestWhoamiPerRole(t *testing.T) {
-	g := gatewaytest.Start(t, newTestStore(t), gatewaytest.Config{})
+	g := gatewaytest.Start(t, nil, gatewaytest.Config{})
 	for _, want := range devenv.Principals() {
 		t.Run(want.ID, func(t *testing.T) {
 			resp, err := g.Client(t, want.ID).Get(g.URL + "/whoami")
@@ -51,7 +51,7 @@ func TestWhoamiPerRole(t *testing.T) {
 }
 
 func TestRefusedCallers(t *testing.T) {
-	g := gatewaytest.Start(t, newTestStore(t), gatewaytest.Config{})
+	g := gatewaytest.Start(t, nil, gatewaytest.Config{})
 
 	t.Run("no certificate", func(t *testing.T) {
 		c := g.AnonymousClient(t)
@@ -106,7 +106,7 @@ func TestRefusedCallers(t *testing.T) {
 }
 
 func TestRevokedWhileRunning(t *testing.T) {
-	g := gatewaytest.Start(t, newTestStore(t), gatewaytest.Config{})
+	g := gatewaytest.Start(t, nil, gatewaytest.Config{})
 	iss, err := g.CA.IssueClient(devenv.Principals()[0], certs.IssueOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestRevokedWhileRunning(t *testing.T) {
 }
 
 func TestLimitsAndErrors(t *testing.T) {
-	g := gatewaytest.Start(t, newTestStore(t), gatewaytest.Config{Gateway: gateway.Config{MaxBodyBytes: 1024}})
+	g := gatewaytest.Start(t, nil, gatewaytest.Config{Gateway: gateway.Config{MaxBodyBytes: 1024}})
 	c := g.Client(t, "st-marys")
 
 	resp := get(t, c, g.URL+"/no-such-route")
@@ -175,7 +175,7 @@ func TestLimitsAndErrors(t *testing.T) {
 }
 
 func TestSlowHeadersAreCut(t *testing.T) {
-	g := gatewaytest.Start(t, newTestStore(t), gatewaytest.Config{Gateway: gateway.Config{ReadHeaderTimeout: 300 * time.Millisecond}})
+	g := gatewaytest.Start(t, nil, gatewaytest.Config{Gateway: gateway.Config{ReadHeaderTimeout: 300 * time.Millisecond}})
 	cfg, err := certs.ClientTLSConfig(g.Layout.CAFile(), g.Layout.ClientCert("st-marys"), g.Layout.ClientKey("st-marys"))
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +204,7 @@ func TestSlowHeadersAreCut(t *testing.T) {
 }
 
 func TestGracefulShutdown(t *testing.T) {
-	g := gatewaytest.Start(t, newTestStore(t), gatewaytest.Config{})
+	g := gatewaytest.Start(t, nil, gatewaytest.Config{})
 	c := g.Client(t, "st-marys")
 	if resp := get(t, c, g.URL+"/whoami"); resp.StatusCode != http.StatusOK {
 		t.Fatal(resp.StatusCode)

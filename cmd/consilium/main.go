@@ -35,6 +35,8 @@ type cli struct {
 func commands() map[string]command {
 	return map[string]command{
 		"certs": certsCommand(),
+		"keys":  keysCommand(),
+		"serve": serveCommand(),
 	}
 }
 

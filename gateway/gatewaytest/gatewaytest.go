@@ -7,6 +7,7 @@ package gatewaytest
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -36,6 +37,8 @@ type Gateway struct {
 	Server *gateway.Server
 	// Logger is the logger the gateway writes to.
 	Logger *slog.Logger
+	// Store is the store the gateway serves from.
+	Store storage.Store
 
 	stop func()
 }
@@ -65,9 +68,14 @@ func Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// Start starts a gateway over store and stops it when the test ends.
+// Start starts a gateway over store and stops it when the test ends. A nil
+// store means an encrypted filesystem store in a temporary folder, as the
+// embedded default uses.
 func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	t.Helper()
+	if store == nil {
+		store = NewStore(t)
+	}
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}
@@ -115,7 +123,7 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	go stls.Watch(ctx)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	g := &Gateway{
-		URL: "https://" + ln.Addr().String(), Layout: layout, CA: ca, TLS: stls, Server: srv, Logger: log,
+		URL: "https://" + ln.Addr().String(), Layout: layout, CA: ca, TLS: stls, Server: srv, Logger: log, Store: store,
 	}
 	var stopped bool
 	g.stop = func() {
@@ -130,6 +138,21 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	}
 	t.Cleanup(g.stop)
 	return g
+}
+
+// NewStore returns an encrypted filesystem store in a temporary folder with
+// a fresh keyring.
+func NewStore(t testing.TB) *storage.Encrypted {
+	t.Helper()
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := storage.GenerateKeyring(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return storage.NewEncrypted(fs, kr)
 }
 
 // Stop shuts the gateway down gracefully (it is also stopped at the end of

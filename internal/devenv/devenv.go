@@ -18,10 +18,9 @@ import (
 	"slices"
 	"time"
 
-	"aead.dev/minisign"
-	"filippo.io/age"
-
 	"github.com/consilium/consilium/certs"
+	"github.com/consilium/consilium/internal/keyfiles"
+	"github.com/consilium/consilium/storage"
 )
 
 // Principals returns the demo principals, in a stable order.
@@ -72,6 +71,9 @@ func (l Layout) SigningKey() string { return l.keys("gateway.key") }
 // SigningPub is the gateway's minisign public key, which specialists use
 // to verify packet manifests.
 func (l Layout) SigningPub() string { return l.keys("gateway.pub") }
+
+// KeyringFile is the storage keyring (key-encryption keys, 0600).
+func (l Layout) KeyringFile() string { return l.keys("keyring.json") }
 
 // AgeIdentity is specialist id's age identity file (age-keygen format).
 func (l Layout) AgeIdentity(id string) string { return l.keys(id + ".agekey") }
@@ -135,7 +137,7 @@ func Ensure(dir string, hosts []string) (Layout, []string, error) {
 		} else if ok {
 			continue
 		}
-		if err := writeAgeIdentity(l.AgeIdentity(p.ID)); err != nil {
+		if _, err := keyfiles.WriteAgeIdentity(l.AgeIdentity(p.ID)); err != nil {
 			return l, nil, fmt.Errorf("age identity for %s: %w", p.ID, err)
 		}
 		created = append(created, l.AgeIdentity(p.ID))
@@ -144,10 +146,22 @@ func Ensure(dir string, hosts []string) (Layout, []string, error) {
 	if ok, err := exists(l.SigningKey()); err != nil {
 		return l, nil, err
 	} else if !ok {
-		if err := writeSigningKey(l.SigningKey(), l.SigningPub()); err != nil {
+		if err := keyfiles.WriteSigningKey(l.SigningKey(), l.SigningPub()); err != nil {
 			return l, nil, fmt.Errorf("signing key: %w", err)
 		}
 		created = append(created, l.SigningKey(), l.SigningPub())
+	}
+	if ok, err := exists(l.KeyringFile()); err != nil {
+		return l, nil, err
+	} else if !ok {
+		kr, err := storage.GenerateKeyring(rand.Reader)
+		if err != nil {
+			return l, nil, err
+		}
+		if err := kr.Save(l.KeyringFile()); err != nil {
+			return l, nil, err
+		}
+		created = append(created, l.KeyringFile())
 	}
 	return l, created, nil
 }
@@ -197,54 +211,4 @@ func exists(path string) (bool, error) {
 	default:
 		return false, fmt.Errorf("checking %s: %w", path, err)
 	}
-}
-
-// writeAgeIdentity writes an X25519 identity in the format of age-keygen,
-// so `age -d -i FILE` reads it.
-func writeAgeIdentity(path string) error {
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		return err
-	}
-	content := fmt.Sprintf("# created: %s\n# public key: %s\n%s\n",
-		time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
-	return writeNew(path, []byte(content), 0o600)
-}
-
-// writeSigningKey writes an unencrypted minisign key pair; the public key
-// file is in minisign's format so `minisign -V -p FILE` reads it.
-func writeSigningKey(privPath, pubPath string) error {
-	pub, priv, err := minisign.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	privText, err := priv.MarshalText()
-	if err != nil {
-		return err
-	}
-	pubText, err := pub.MarshalText()
-	if err != nil {
-		return err
-	}
-	if err := writeNew(privPath, append(privText, '\n'), 0o600); err != nil {
-		return err
-	}
-	return writeNew(pubPath, append(pubText, '\n'), 0o644)
-}
-
-// writeNew writes a file that must not exist yet.
-func writeNew(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"aead.dev/minisign"
+
+	"github.com/consilium/consilium/certs"
+	"github.com/consilium/consilium/gateway"
+	"github.com/consilium/consilium/internal/devenv"
+	"github.com/consilium/consilium/storage"
+)
+
+func serveCommand() command {
+	return command{summary: "run the gateway (--dev: the embedded default, nothing else to install)", run: runServe}
+}
+
+func runServe(ctx context.Context, env *cli, args []string) error {
+	fs := newFlagSet(env, "serve", "serve --dev [--data DIR] [--addr HOST:PORT]\n"+
+		"       consilium serve [--config FILE] [--addr HOST:PORT]\n\n"+
+		"Without --dev, settings come from the JSON file given by --config and from\n"+
+		"these environment variables, which override the file:\n"+envHelp())
+	dev := fs.Bool("dev", false, "embedded default: development CA, demo principals, filesystem store under --data")
+	data := fs.String("data", "consilium-data", "folder of the embedded default (with --dev)")
+	addr := fs.String("addr", "", "listen address (default 127.0.0.1:8443)")
+	configFile := fs.String("config", "", "JSON configuration file (without --dev)")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+
+	var cfg serveConfig
+	var layout devenv.Layout
+	if *dev {
+		if *configFile != "" {
+			return usagef("--dev and --config are exclusive")
+		}
+		var err error
+		if cfg, layout, err = devConfig(*data, *addr); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if cfg, err = loadServeConfig(*configFile, env.getenv); err != nil {
+			return err
+		}
+		if *addr != "" {
+			cfg.Gateway.Addr = *addr
+		}
+		if err := cfg.validate(); err != nil {
+			return err
+		}
+	}
+	log := newLogger(env, cfg.Log)
+
+	srv, stls, err := buildGateway(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if *dev {
+		printDev(env, layout, srv.Addr())
+	}
+	go stls.Watch(ctx)
+	return srv.ListenAndServe(ctx)
+}
+
+func envHelp() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, e := range envVars() {
+		fmt.Fprintf(tw, "  %s\t%s\n", e.name, e.help)
+	}
+	tw.Flush()
+	return b.String()
+}
+
+// devConfig prepares the embedded default in dir and returns the
+// configuration that points at it.
+func devConfig(dir, addr string) (serveConfig, devenv.Layout, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return serveConfig{}, devenv.Layout{}, err
+	}
+	if addr == "" {
+		addr = gateway.DefaultAddr
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return serveConfig{}, devenv.Layout{}, usagef("--addr %q: %v", addr, err)
+	}
+	var hosts []string
+	if host != "" && host != "localhost" && host != "127.0.0.1" && host != "::1" {
+		hosts = append(hosts, host)
+	}
+	layout, _, err := devenv.Ensure(abs, hosts)
+	if err != nil {
+		return serveConfig{}, layout, err
+	}
+	cfg := serveConfig{
+		Gateway: gateway.Config{Addr: addr},
+		TLS: certs.ServerConfig{
+			CAFile: layout.CAFile(), CertFile: layout.ServerCert(), KeyFile: layout.ServerKey(), CRLFile: layout.CRLFile(),
+		},
+		Storage:        storageConfig{Backend: "fs", Dir: layout.StoreDir()},
+		KeyringFile:    layout.KeyringFile(),
+		SigningKeyFile: layout.SigningKey(),
+		Log:            logConfig{Level: "info", Format: "text"},
+	}
+	return cfg, layout, nil
+}
+
+// buildGateway opens the store, loads keys and builds the gateway.
+func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*gateway.Server, *certs.ServerTLS, error) {
+	backend, err := openBackend(ctx, cfg.Storage)
+	if err != nil {
+		return nil, nil, err
+	}
+	kr, err := storage.LoadKeyring(cfg.KeyringFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage keyring: %w", err)
+	}
+	if _, err := loadSigningKey(cfg.SigningKeyFile, cfg.SigningKeyPasswordFile); err != nil {
+		return nil, nil, err
+	}
+	stls, err := certs.NewServerTLS(cfg.TLS, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := gateway.New(cfg.Gateway, gateway.Options{
+		Logger:  log,
+		TLS:     stls.Config(),
+		Store:   storage.NewEncrypted(backend, kr),
+		Revoked: stls.IsRevoked,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return srv, stls, nil
+}
+
+// openBackend builds the configured storage backend.
+func openBackend(ctx context.Context, c storageConfig) (storage.Store, error) {
+	switch c.Backend {
+	case "fs":
+		return storage.NewFilesystem(c.Dir)
+	case "minio":
+		return storage.NewMinIO(ctx, c.MinIO)
+	default:
+		return nil, fmt.Errorf("unknown storage backend %q", c.Backend)
+	}
+}
+
+// loadSigningKey reads the gateway's minisign key, decrypting it with the
+// password in passwordFile when the key is encrypted.
+func loadSigningKey(path, passwordFile string) (minisign.PrivateKey, error) {
+	var key minisign.PrivateKey
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return key, fmt.Errorf("signing key: %w", err)
+	}
+	if minisign.IsEncrypted(data) {
+		if passwordFile == "" {
+			return key, fmt.Errorf("signing key %s is encrypted: set CONSILIUM_SIGNING_KEY_PASSWORD_FILE", path)
+		}
+		pw, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return key, fmt.Errorf("signing key password: %w", err)
+		}
+		if key, err = minisign.DecryptKey(strings.TrimRight(string(pw), "\r\n"), data); err != nil {
+			return key, fmt.Errorf("signing key %s: %w", path, err)
+		}
+		return key, nil
+	}
+	if err := key.UnmarshalText(data); err != nil {
+		return key, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// printDev tells a newcomer where everything is and how to call the
+// gateway.
+func printDev(env *cli, l devenv.Layout, addr string) {
+	w := env.stdout
+	fmt.Fprintf(w, "Consilium development gateway on https://%s (embedded default, data in %s)\n\n", addr, l.Dir)
+	fmt.Fprintf(w, "CA certificate (trust this):  %s\n", l.CAFile())
+	fmt.Fprintf(w, "Server certificate and key:   %s, %s\n", l.ServerCert(), l.ServerKey())
+	fmt.Fprintf(w, "Revocation list:              %s\n", l.CRLFile())
+	fmt.Fprintf(w, "Storage keyring:              %s\n", l.KeyringFile())
+	fmt.Fprintf(w, "Gateway signing key:          %s (public key %s)\n", l.SigningKey(), l.SigningPub())
+	fmt.Fprintf(w, "Encrypted object store:       %s\n\n", l.StoreDir())
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PRINCIPAL\tROLE\tORG\tCOUNTRY\tCERTIFICATE\tKEY\tAGE IDENTITY")
+	for _, p := range devenv.Principals() {
+		age := "-"
+		if p.Role == certs.RoleSpecialist {
+			age = l.AgeIdentity(p.ID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Role, p.Org, p.Country, l.ClientCert(p.ID), l.ClientKey(p.ID), age)
+	}
+	tw.Flush()
+	host, port, _ := net.SplitHostPort(addr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	fmt.Fprintf(w, "\nTry it:\n  curl --cacert %s --cert %s --key %s https://%s/whoami\n\n",
+		l.CAFile(), l.ClientCert("st-marys"), l.ClientKey("st-marys"), net.JoinHostPort(host, port))
+}
