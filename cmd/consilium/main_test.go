@@ -353,4 +353,3 @@ func TestKeysRotate(t *testing.T) {
 		t.Fatal("retiring the active key succeeded")
 	}
 }
-
