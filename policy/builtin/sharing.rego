@@ -1,0 +1,264 @@
+# Sharing a patient's data with a specialist: consent, cross-border transfer
+# and the obligations (de-identification, exclusions, expiry) that go with an
+# allow. See README.md next to this file for the conventions and the legal
+# basis of every entry of the cross-border table in consilium/data.json.
+package consilium.authz
+
+# shares_with_specialist marks the decisions that disclose patient data to a
+# specialist: the release of a packet to one recipient, the pull of the
+# packet, and the specialist's view of the case itself.
+shares_with_specialist if action in {"packet.read", "case.release"}
+
+shares_with_specialist if {
+	role == "specialist"
+	action == "case.read"
+}
+
+# recipient: the specialist the data goes to. On release the gateway asks
+# once per assigned specialist and names it in input.recipient; otherwise it
+# is the requesting principal.
+recipient := object.get(input, "recipient", {}) if action == "case.release"
+
+recipient := principal if action != "case.release"
+
+recipient_id := object.get(recipient, "id", "")
+
+recipient_country := object.get(recipient, "country", "")
+
+recipient_org := object.get(recipient, "org", "")
+
+case_purpose := object.get(case_doc, "purpose", "")
+
+source_country := object.get(case_doc, "source_country", "")
+
+consents := object.get(input, "consents", [])
+
+denials contains sprintf("recipient %q is not assigned to this case", [recipient_id]) if {
+	action == "case.release"
+	not assigned(recipient_id)
+}
+
+# --- Consent ------------------------------------------------------------------
+
+# purpose_codes: the consent purposes ("system|code") that cover the case's
+# purpose, from data.consilium.purposes.
+purpose_codes := object.get(data.consilium.purposes, case_purpose, [])
+
+in_force(c) if {
+	starts_ok(c)
+	ends_ok(c)
+}
+
+starts_ok(c) if object.get(c, "start", "") == ""
+
+starts_ok(c) if time.parse_rfc3339_ns(c.start) <= now_ns
+
+ends_ok(c) if object.get(c, "end", "") == ""
+
+ends_ok(c) if now_ns < time.parse_rfc3339_ns(c.end)
+
+covers_purpose(c) if {
+	some p in object.get(c, "purposes", [])
+	p in purpose_codes
+}
+
+# country_matches: the consent names no recipient countries, or names the
+# recipient's.
+country_matches(c) if count(object.get(c, "recipient_countries", [])) == 0
+
+country_matches(c) if recipient_country in c.recipient_countries
+
+interpretable(c) if count(object.get(c, "uninterpreted", [])) == 0
+
+# applicable: an active consent, in force now, for this purpose, whose every
+# provision Consilium understands.
+applicable(c) if {
+	c.status == "active"
+	in_force(c)
+	covers_purpose(c)
+	interpretable(c)
+}
+
+permitting contains c if {
+	some c in consents
+	applicable(c)
+	c.decision == "permit"
+	country_matches(c)
+}
+
+opt_outs contains c if {
+	some c in consents
+	applicable(c)
+	c.decision == "deny"
+	country_matches(c)
+}
+
+# blocking: an active consent in force that Consilium cannot fully interpret
+# may restrict sharing in a way the policy cannot see, so it blocks.
+blocking contains c if {
+	some c in consents
+	c.status == "active"
+	in_force(c)
+	not interpretable(c)
+}
+
+consent_granted if {
+	count(permitting) > 0
+	count(opt_outs) == 0
+	count(blocking) == 0
+}
+
+denials contains sprintf("no active consent of the patient permits sharing for %q with a recipient in %q", [case_purpose, recipient_country]) if {
+	shares_with_specialist
+	not consent_granted
+}
+
+denials contains msg if {
+	shares_with_specialist
+	not consent_granted
+	some msg in consent_problems
+}
+
+denials contains sprintf("the case purpose %q is not one the policy knows", [case_purpose]) if {
+	shares_with_specialist
+	not data.consilium.purposes[case_purpose]
+}
+
+consent_problems contains "no consent is on record for the patient" if count(consents) == 0
+
+consent_problems contains sprintf("consent %q is %q, not active", [c.id, c.status]) if {
+	some c in consents
+	c.status != "active"
+}
+
+consent_problems contains sprintf("consent %q is not in force at %s (period %q to %q)", [c.id, input.time, object.get(c, "start", ""), object.get(c, "end", "")]) if {
+	some c in consents
+	not in_force(c)
+}
+
+consent_problems contains sprintf("consent %q does not cover the purpose %q", [c.id, case_purpose]) if {
+	some c in consents
+	not covers_purpose(c)
+}
+
+consent_problems contains sprintf("consent %q limits recipients to %v, not %q", [c.id, c.recipient_countries, recipient_country]) if {
+	some c in consents
+	c.decision == "permit"
+	not country_matches(c)
+}
+
+consent_problems contains sprintf("consent %q has parts that Consilium cannot interpret (%s)", [c.id, concat(", ", c.uninterpreted)]) if {
+	some c in consents
+	not interpretable(c)
+}
+
+consent_problems contains sprintf("consent %q records the patient's refusal", [c.id]) if {
+	some c in opt_outs
+}
+
+consent_problems contains sprintf("consent %q neither permits nor denies", [c.id]) if {
+	some c in consents
+	not c.decision in {"permit", "deny"}
+}
+
+notes contains sprintf("consent %q permits sharing for %q", [c.id, case_purpose]) if {
+	shares_with_specialist
+	some c in permitting
+}
+
+# --- Cross-border transfer ----------------------------------------------------
+
+transfers := data.consilium.transfers
+
+# transfer_key: the name of the legal basis for sending data from the case's
+# source country to the recipient's country, if the table has one.
+transfer_key := transfers.regimes[transfers.source_regimes[source_country]].destinations[recipient_country]
+
+transfer_basis := transfers.bases[transfer_key]
+
+domestic if {
+	source_country != ""
+	source_country == recipient_country
+}
+
+# organisation_ok: a basis may name the only recipient organisations it
+# covers (for example those known to be certified under a framework).
+organisation_ok(basis) if not basis.organisations
+
+organisation_ok(basis) if recipient_org in basis.organisations
+
+denials contains sprintf("no transfer basis from %q to %q in the cross-border table", [source_country, recipient_country]) if {
+	shares_with_specialist
+	not domestic
+	not transfer_basis
+}
+
+denials contains sprintf("the transfer basis from %q to %q does not cover organisation %q", [source_country, recipient_country, recipient_org]) if {
+	shares_with_specialist
+	not domestic
+	basis := transfer_basis
+	not organisation_ok(basis)
+}
+
+notes contains sprintf("domestic disclosure within %q", [source_country]) if {
+	shares_with_specialist
+	domestic
+}
+
+notes contains sprintf("transfer from %q to %q: %s", [source_country, recipient_country, transfer_basis.basis]) if {
+	shares_with_specialist
+	not domestic
+}
+
+notes contains sprintf("transfer condition: %s", [cond]) if {
+	shares_with_specialist
+	not domestic
+	some cond in transfer_basis.conditions
+}
+
+# --- Obligations --------------------------------------------------------------
+
+deid := data.consilium.deid
+
+deid_profile := object.get(deid.profile_by_source_country, source_country, deid.default_profile)
+
+excluded_labels contains label if {
+	some c in permitting
+	some label in object.get(c, "exclude_labels", [])
+}
+
+notes contains sprintf("the patient's consent excludes data labelled %s", [label]) if {
+	shares_with_specialist
+	some label in excluded_labels
+}
+
+# expiry_candidates: [ns, RFC 3339] pairs; the grant expires at the earliest.
+expiry_candidates contains [time.parse_rfc3339_ns(case_deadline), case_deadline] if case_deadline != ""
+
+# A permitting consent with no end never expires the grant; otherwise the
+# grant lasts until the latest end among the permitting consents.
+expiry_candidates contains max(ends) if {
+	shares_with_specialist
+	ends := [[time.parse_rfc3339_ns(c.end), c.end] | some c in permitting]
+	count(ends) == count(permitting)
+	count(ends) > 0
+}
+
+expires := min(expiry_candidates)[1] if count(expiry_candidates) > 0
+
+else := ""
+
+obligations := {
+	"deid_profile": deid_profile,
+	"deid_options": object.get(deid.options, deid_profile, []),
+	"exclude_labels": sort(excluded_labels),
+	"withhold_burned_in": deid.withhold_burned_in,
+	"expires": expires,
+} if {
+	allow
+	shares_with_specialist
+}
+
+else := {"expires": expires} if allow
+
+else := {}
