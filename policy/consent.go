@@ -89,12 +89,12 @@ type Consent struct {
 // fast and nothing else of the resource is retained.
 type (
 	fhirConsent struct {
-		ResourceType      string           `json:"resourceType"`
-		ID                string           `json:"id"`
-		Status            string           `json:"status"`
-		Scope             *fhirConcept     `json:"scope"`
-		PolicyRule        *fhirConcept     `json:"policyRule"`
-		Provision         *fhirProvision   `json:"provision"`
+		ResourceType      string            `json:"resourceType"`
+		ID                string            `json:"id"`
+		Status            string            `json:"status"`
+		Scope             *fhirConcept      `json:"scope"`
+		PolicyRule        *fhirConcept      `json:"policyRule"`
+		Provision         *fhirProvision    `json:"provision"`
 		ModifierExtension []json.RawMessage `json:"modifierExtension"`
 	}
 	fhirConcept struct {

@@ -245,10 +245,10 @@ func (l *memLoader) NextFile() (*bundle.Descriptor, error) {
 
 // The options below are for loaders that walk real files; the files here
 // are already read and checked.
-func (l *memLoader) WithFilter(filter.LoaderFilter) bundle.DirectoryLoader { return l }
+func (l *memLoader) WithFilter(filter.LoaderFilter) bundle.DirectoryLoader   { return l }
 func (l *memLoader) WithPathFormat(bundle.PathFormat) bundle.DirectoryLoader { return l }
-func (l *memLoader) WithSizeLimitBytes(int64) bundle.DirectoryLoader       { return l }
-func (l *memLoader) WithFollowSymlinks(bool) bundle.DirectoryLoader        { return l }
+func (l *memLoader) WithSizeLimitBytes(int64) bundle.DirectoryLoader         { return l }
+func (l *memLoader) WithFollowSymlinks(bool) bundle.DirectoryLoader          { return l }
 
 // astProblems turns OPA errors (one error or a list with locations) into
 // problems.
