@@ -25,6 +25,9 @@ type memStore struct {
 	objects map[string]memObject
 	seq     int
 	puts    map[string]int // Put calls by name prefix (first two segments)
+	// beforePut, when set, runs before each Put (outside the lock), to
+	// simulate a concurrent writer.
+	beforePut func(name string)
 }
 
 type memObject struct {
@@ -48,6 +51,9 @@ func (m *memStore) Put(ctx context.Context, name string, r io.Reader, opts stora
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return storage.Info{}, err
+	}
+	if m.beforePut != nil {
+		m.beforePut(name)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
