@@ -33,7 +33,9 @@ type cli struct {
 
 // commands lists every subcommand. Each lives in its own file.
 func commands() map[string]command {
-	return map[string]command{}
+	return map[string]command{
+		"policy": {summary: "policy bundles: test a bundle directory offline", run: runPolicy},
+	}
 }
 
 func main() {
