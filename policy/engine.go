@@ -146,7 +146,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	}
 	sum := sha256.Sum256(raw)
 	p := e.current.Load()
-	d, err := p.evalJSON(ctx, raw)
+	d, err := p.eval(ctx, n.astValue())
 	d.InputDigest = hex.EncodeToString(sum[:])
 	d.PolicyVersion = p.version
 	if err != nil {
@@ -185,6 +185,9 @@ func prepare(ctx context.Context, version string, b *bundle.Bundle) (*prepared, 
 		rego.ParsedBundle("consilium", &nb),
 		rego.Capabilities(capabilities()),
 		rego.SetRegoVersion(ast.RegoV1),
+		// Keep the bundle's data as AST values, so that evaluations do not
+		// convert the cross-border table again on every read.
+		rego.StoreReadAST(true),
 	)
 	q, err := r.PrepareForEval(ctx)
 	if err != nil {
@@ -193,13 +196,19 @@ func prepare(ctx context.Context, version string, b *bundle.Bundle) (*prepared, 
 	return &prepared{version: version, query: q}, nil
 }
 
-// evalJSON decides one canonical JSON input. On error the decision denies.
+// evalJSON decides one canonical JSON input (a recorded one, or a probe).
+// On error the decision denies.
 func (p *prepared) evalJSON(ctx context.Context, raw []byte) (Decision, error) {
-	deny := Decision{Reasons: []string{"the policy could not decide"}}
 	v, err := ast.ValueFromReader(bytes.NewReader(raw))
 	if err != nil {
-		return deny, fmt.Errorf("policy input: %w", err)
+		return Decision{Reasons: []string{"the policy could not decide"}}, fmt.Errorf("policy input: %w", err)
 	}
+	return p.eval(ctx, v)
+}
+
+// eval decides one input. On error the decision denies.
+func (p *prepared) eval(ctx context.Context, v ast.Value) (Decision, error) {
+	deny := Decision{Reasons: []string{"the policy could not decide"}}
 	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v))
 	if err != nil {
 		return deny, fmt.Errorf("evaluate policy %s: %w", p.version, err)

@@ -85,7 +85,7 @@ denials contains "the request has no authenticated principal" if principal_id ==
 
 denials contains sprintf("unknown role %q", [role]) if not role in roles
 
-grants contains "every authenticated principal may ask who it is" if action == "whoami"
+grants contains "every authenticated principal may ask who it is" if input.action == "whoami"
 
 # same_org holds for a non-empty organisation equal to the principal's.
 same_org(org) if {
@@ -95,82 +95,80 @@ same_org(org) if {
 
 # --- Hospitals: their own organisation's data and cases only ----------------
 
-hospital_data_actions := {"fhir.read", "fhir.search", "fhir.write", "dicom.read", "dicom.write"}
 
 grants contains "hospitals may read and write their own organisation's FHIR and DICOM data" if {
-	role == "hospital"
-	action in hospital_data_actions
+	input.principal.role == "hospital"
+	input.action in {"fhir.read", "fhir.search", "fhir.write", "dicom.read", "dicom.write"}
 }
 
 grants contains "hospitals may read the consents of their own organisation's patients" if {
-	role == "hospital"
-	action == "consent.read"
+	input.principal.role == "hospital"
+	input.action == "consent.read"
 }
 
 denials contains sprintf("organisation %q may not access data owned by organisation %q", [principal_org, resource_org]) if {
-	role == "hospital"
-	action in (hospital_data_actions | {"consent.read"})
+	input.principal.role == "hospital"
+	input.action in {"fhir.read", "fhir.search", "fhir.write", "dicom.read", "dicom.write", "consent.read"}
 	not same_org(resource_org)
 }
 
-hospital_case_actions := {"case.create", "case.read", "case.cancel", "opinion.read"}
 
 grants contains "hospitals may open second-opinion cases for their own patients" if {
-	role == "hospital"
-	action == "case.create"
+	input.principal.role == "hospital"
+	input.action == "case.create"
 }
 
 grants contains "hospitals may follow their own organisation's cases" if {
-	role == "hospital"
-	action in {"case.read", "case.list"}
+	input.principal.role == "hospital"
+	input.action in {"case.read", "case.list"}
 }
 
 grants contains "hospitals may withdraw their own organisation's cases" if {
-	role == "hospital"
-	action == "case.cancel"
+	input.principal.role == "hospital"
+	input.action == "case.cancel"
 }
 
 grants contains "hospitals receive the opinions on their own organisation's cases" if {
-	role == "hospital"
-	action == "opinion.read"
+	input.principal.role == "hospital"
+	input.action == "opinion.read"
 }
 
 denials contains sprintf("organisation %q may not act on a case of organisation %q", [principal_org, case_org]) if {
-	role == "hospital"
-	action in hospital_case_actions
+	input.principal.role == "hospital"
+	input.action in {"case.create", "case.read", "case.cancel", "opinion.read"}
 	not same_org(case_org)
 }
 
 # --- Case managers: the exchange's doctors run the case workflow -----------
 
 grants contains "case managers may list and read cases" if {
-	role == "case-manager"
-	action in {"case.list", "case.read"}
+	input.principal.role == "case-manager"
+	input.action in {"case.list", "case.read"}
 }
 
 grants contains "case managers may assign specialists" if {
-	role == "case-manager"
-	action == "case.assign"
+	input.principal.role == "case-manager"
+	input.action == "case.assign"
 }
 
 grants contains "case managers may release packets to assigned specialists" if {
-	role == "case-manager"
-	action == "case.release"
+	input.principal.role == "case-manager"
+	input.action == "case.release"
 }
 
 grants contains "case managers may cancel and close cases" if {
-	role == "case-manager"
-	action in {"case.cancel", "case.close"}
+	input.principal.role == "case-manager"
+	input.action in {"case.cancel", "case.close"}
 }
 
 grants contains "case managers may read opinions" if {
-	role == "case-manager"
-	action == "opinion.read"
+	input.principal.role == "case-manager"
+	input.action == "opinion.read"
 }
 
 grants contains "case managers may search the specialist directory" if {
-	role == "case-manager"
-	action == "specialist.list"
+	input.principal.role == "case-manager"
+	input.action == "specialist.list"
 }
 
 assignable_statuses := {"draft", "assigned"}
@@ -180,64 +178,63 @@ open_statuses := {"draft", "assigned", "released", "opinion-received"}
 closable_statuses := {"released", "opinion-received"}
 
 denials contains sprintf("specialists can be assigned only to draft or assigned cases; this case is %q", [case_status]) if {
-	action == "case.assign"
+	input.action == "case.assign"
 	not case_status in assignable_statuses
 }
 
 denials contains sprintf("only an assigned case can be released; this case is %q", [case_status]) if {
-	action == "case.release"
+	input.action == "case.release"
 	case_status != "assigned"
 }
 
 denials contains sprintf("the case is %q and can no longer be cancelled", [case_status]) if {
-	action == "case.cancel"
+	input.action == "case.cancel"
 	not case_status in open_statuses
 }
 
 denials contains sprintf("only a released case or one with an opinion can be closed; this case is %q", [case_status]) if {
-	action == "case.close"
+	input.action == "case.close"
 	not case_status in closable_statuses
 }
 
 denials contains sprintf("the case deadline %s has passed", [case_deadline]) if {
-	action == "case.release"
+	input.action == "case.release"
 	not deadline_ok
 }
 
 # --- Specialists: assigned cases only, after release, until the deadline --
 
-specialist_case_actions := {"case.read", "packet.read", "opinion.create"}
 
 released_statuses := {"released", "opinion-received"}
 
 grants contains "specialists may list the cases assigned to them" if {
-	role == "specialist"
-	action == "case.list"
+	input.principal.role == "specialist"
+	input.action == "case.list"
 }
 
 grants contains "specialists may read the cases assigned to them" if {
-	role == "specialist"
-	action == "case.read"
+	input.principal.role == "specialist"
+	input.action == "case.read"
 }
 
 grants contains "specialists may pull the packets of the cases assigned to them" if {
-	role == "specialist"
-	action == "packet.read"
+	input.principal.role == "specialist"
+	input.action == "packet.read"
 }
 
 grants contains "specialists may submit opinions on the cases assigned to them" if {
-	role == "specialist"
-	action == "opinion.create"
+	input.principal.role == "specialist"
+	input.action == "opinion.create"
 }
 
 grants contains "specialists may register their own packet recipient" if {
-	role == "specialist"
-	action == "principal.recipient.write"
+	input.principal.role == "specialist"
+	input.action == "principal.recipient.write"
 }
 
 denials contains "specialists may register only their own packet recipient" if {
-	role == "specialist"
-	action == "principal.recipient.write"
+	input.principal.role == "specialist"
+	input.action == "principal.recipient.write"
 	not own_resource
 }
 
@@ -247,20 +244,20 @@ own_resource if {
 }
 
 denials contains sprintf("specialist %q is not assigned to this case", [principal_id]) if {
-	role == "specialist"
-	action in specialist_case_actions
+	input.principal.role == "specialist"
+	input.action in {"case.read", "packet.read", "opinion.create"}
 	not assigned(principal_id)
 }
 
 denials contains sprintf("the case has not been released to specialists (status %q)", [case_status]) if {
-	role == "specialist"
-	action in specialist_case_actions
+	input.principal.role == "specialist"
+	input.action in {"case.read", "packet.read", "opinion.create"}
 	not case_status in released_statuses
 }
 
 denials contains sprintf("the case deadline %s has passed", [case_deadline]) if {
-	role == "specialist"
-	action in specialist_case_actions
+	input.principal.role == "specialist"
+	input.action in {"case.read", "packet.read", "opinion.create"}
 	not deadline_ok
 }
 
@@ -277,25 +274,24 @@ deadline_ok if now_ns < time.parse_rfc3339_ns(case_deadline)
 
 # --- Compliance officers: policies, consents, audit; no clinical content --
 
-compliance_actions := {
-	"policy.read", "policy.write", "policy.activate", "policy.dry-run",
-	"consent.read", "audit.read", "audit.verify", "audit.export",
-}
 
 grants contains "compliance officers manage policies and read consents and the audit trail" if {
-	role == "compliance"
-	action in compliance_actions
+	input.principal.role == "compliance"
+	input.action in {
+		"policy.read", "policy.write", "policy.activate", "policy.dry-run",
+		"consent.read", "audit.read", "audit.verify", "audit.export",
+	}
 }
 
 grants contains "compliance officers may read Consent resources, and no other FHIR resources" if {
-	role == "compliance"
-	action in {"fhir.read", "fhir.search"}
+	input.principal.role == "compliance"
+	input.action in {"fhir.read", "fhir.search"}
 	resource_type == "Consent"
 }
 
 # --- Operations -------------------------------------------------------------
 
 grants contains "compliance officers and case managers may read the gateway's metrics" if {
-	role in {"compliance", "case-manager"}
-	action == "metrics.read"
+	input.principal.role in {"compliance", "case-manager"}
+	input.action == "metrics.read"
 }

@@ -7,17 +7,17 @@ package consilium.authz
 # shares_with_specialist marks the decisions that disclose patient data to a
 # specialist: the release of a packet to one recipient, the pull of the
 # packet, and the specialist's view of the case itself.
-shares_with_specialist if action in {"packet.read", "case.release"}
+shares_with_specialist if input.action in {"packet.read", "case.release"}
 
 shares_with_specialist if {
-	role == "specialist"
-	action == "case.read"
+	input.principal.role == "specialist"
+	input.action == "case.read"
 }
 
 # recipient: the specialist the data goes to. On release the gateway asks
 # once per assigned specialist and names it in input.recipient; otherwise it
 # is the requesting principal.
-recipient := object.get(input, "recipient", {}) if action == "case.release"
+recipient := object.get(input, "recipient", {}) if input.action == "case.release"
 
 recipient := principal if action != "case.release"
 
@@ -34,7 +34,7 @@ source_country := object.get(case_doc, "source_country", "")
 consents := object.get(input, "consents", [])
 
 denials contains sprintf("recipient %q is not assigned to this case", [recipient_id]) if {
-	action == "case.release"
+	input.action == "case.release"
 	not assigned(recipient_id)
 }
 
@@ -42,7 +42,7 @@ denials contains sprintf("recipient %q is not assigned to this case", [recipient
 
 # purpose_codes: the consent purposes ("system|code") that cover the case's
 # purpose, from data.consilium.purposes.
-purpose_codes := object.get(data.consilium.purposes, case_purpose, [])
+purpose_codes := data.consilium.purposes[case_purpose]
 
 in_force(c) if {
 	starts_ok(c)
@@ -109,17 +109,20 @@ consent_granted if {
 }
 
 denials contains sprintf("no active consent of the patient permits sharing for %q with a recipient in %q", [case_purpose, recipient_country]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	not consent_granted
 }
 
 denials contains msg if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	not consent_granted
 	some msg in consent_problems
 }
 
 denials contains sprintf("the case purpose %q is not one the policy knows", [case_purpose]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	not data.consilium.purposes[case_purpose]
 }
@@ -162,19 +165,18 @@ consent_problems contains sprintf("consent %q neither permits nor denies", [c.id
 }
 
 notes contains sprintf("consent %q permits sharing for %q", [c.id, case_purpose]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	some c in permitting
 }
 
 # --- Cross-border transfer ----------------------------------------------------
 
-transfers := data.consilium.transfers
-
 # transfer_key: the name of the legal basis for sending data from the case's
 # source country to the recipient's country, if the table has one.
-transfer_key := transfers.regimes[transfers.source_regimes[source_country]].destinations[recipient_country]
+transfer_key := data.consilium.transfers.regimes[data.consilium.transfers.source_regimes[source_country]].destinations[recipient_country]
 
-transfer_basis := transfers.bases[transfer_key]
+transfer_basis := data.consilium.transfers.bases[transfer_key]
 
 domestic if {
 	source_country != ""
@@ -188,12 +190,14 @@ organisation_ok(basis) if not basis.organisations
 organisation_ok(basis) if recipient_org in basis.organisations
 
 denials contains sprintf("no transfer basis from %q to %q in the cross-border table", [source_country, recipient_country]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	not domestic
 	not transfer_basis
 }
 
 denials contains sprintf("the transfer basis from %q to %q does not cover organisation %q", [source_country, recipient_country, recipient_org]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	not domestic
 	basis := transfer_basis
@@ -201,16 +205,19 @@ denials contains sprintf("the transfer basis from %q to %q does not cover organi
 }
 
 notes contains sprintf("domestic disclosure within %q", [source_country]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	domestic
 }
 
 notes contains sprintf("transfer from %q to %q: %s", [source_country, recipient_country, transfer_basis.basis]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	not domestic
 }
 
 notes contains sprintf("transfer condition: %s", [cond]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	not domestic
 	some cond in transfer_basis.conditions
@@ -218,9 +225,15 @@ notes contains sprintf("transfer condition: %s", [cond]) if {
 
 # --- Obligations --------------------------------------------------------------
 
-deid := data.consilium.deid
+# The data is read key by key: taking a whole subtree of data as a value
+# would convert it on every decision.
+deid_profile := p if {
+	p := data.consilium.deid.profile_by_source_country[source_country]
+} else := data.consilium.deid.default_profile
 
-deid_profile := object.get(deid.profile_by_source_country, source_country, deid.default_profile)
+deid_options := o if {
+	o := data.consilium.deid.options[deid_profile]
+} else := []
 
 excluded_labels contains label if {
 	some c in permitting
@@ -228,6 +241,7 @@ excluded_labels contains label if {
 }
 
 notes contains sprintf("the patient's consent excludes data labelled %s", [label]) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	some label in excluded_labels
 }
@@ -238,6 +252,7 @@ expiry_candidates contains [time.parse_rfc3339_ns(case_deadline), case_deadline]
 # A permitting consent with no end never expires the grant; otherwise the
 # grant lasts until the latest end among the permitting consents.
 expiry_candidates contains max(ends) if {
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 	ends := [[time.parse_rfc3339_ns(c.end), c.end] | some c in permitting]
 	count(ends) == count(permitting)
@@ -250,12 +265,13 @@ else := ""
 
 obligations := {
 	"deid_profile": deid_profile,
-	"deid_options": object.get(deid.options, deid_profile, []),
+	"deid_options": deid_options,
 	"exclude_labels": sort(excluded_labels),
-	"withhold_burned_in": deid.withhold_burned_in,
+	"withhold_burned_in": data.consilium.deid.withhold_burned_in,
 	"expires": expires,
 } if {
 	allow
+	input.action in {"packet.read", "case.release", "case.read"}
 	shares_with_specialist
 }
 

@@ -212,3 +212,9 @@ test_eu_table_covers_its_adequacy_list if {
 	not eu.CN
 	count({c | data.consilium.transfers.source_regimes[c] == "eu-gdpr"}) == 30
 }
+
+test_profile_without_options if {
+	d := decide(share(specialist_us, [consent])) with data.consilium.deid.options as {}
+	d.allow
+	d.obligations.deid_options == []
+}
