@@ -57,7 +57,7 @@ func TestBuiltinRegoCoverage(t *testing.T) {
 	defer store.Abort(ctx, txn)
 	ch, err := tester.NewRunner().SetCompiler(newCompiler()).SetStore(store).
 		SetBundles(map[string]*bundle.Bundle{"bundle": b}).
-		SetCoverageQueryTracer(cov).RunTests(ctx, txn)
+		SetCoverageQueryTracer(cov).SetParallel(1).RunTests(ctx, txn)
 	if err != nil {
 		t.Fatal(err)
 	}

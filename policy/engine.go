@@ -16,6 +16,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/consilium/consilium/policy/builtin"
@@ -209,14 +210,22 @@ func (p *prepared) evalJSON(ctx context.Context, raw []byte) (Decision, error) {
 // eval decides one input. On error the decision denies.
 func (p *prepared) eval(ctx context.Context, v ast.Value) (Decision, error) {
 	deny := Decision{Reasons: []string{"the policy could not decide"}}
-	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v))
+	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v),
+		// No per-decision metrics, and the result as AST: converting it
+		// to Go maps only to read four fields costs more than reading them.
+		rego.EvalMetrics(metrics.NoOp()),
+		rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }))
 	if err != nil {
 		return deny, fmt.Errorf("evaluate policy %s: %w", p.version, err)
 	}
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
 		return deny, fmt.Errorf("policy %s: %s is undefined for this input", p.version, Entrypoint)
 	}
-	d, err := decodeDecision(rs[0].Expressions[0].Value)
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return deny, fmt.Errorf("policy %s: unexpected result type %T", p.version, rs[0].Expressions[0].Value)
+	}
+	d, err := decodeDecision(t.Value)
 	if err != nil {
 		return deny, fmt.Errorf("policy %s: %w", p.version, err)
 	}
@@ -225,22 +234,22 @@ func (p *prepared) eval(ctx context.Context, v ast.Value) (Decision, error) {
 
 // decodeDecision reads the policy's answer strictly: anything malformed is
 // an error, so a broken policy cannot allow by accident.
-func decodeDecision(v any) (Decision, error) {
-	m, ok := v.(map[string]any)
+func decodeDecision(v ast.Value) (Decision, error) {
+	m, ok := v.(ast.Object)
 	if !ok {
 		return Decision{}, fmt.Errorf("%s is not an object", Entrypoint)
 	}
-	allow, ok := m["allow"].(bool)
+	allow, ok := field(m, "allow").(ast.Boolean)
 	if !ok {
 		return Decision{}, fmt.Errorf("%s.allow is not a boolean", Entrypoint)
 	}
-	reasons, err := stringList(m["reasons"], "reasons")
+	reasons, err := stringList(field(m, "reasons"), "reasons")
 	if err != nil {
 		return Decision{}, err
 	}
-	d := Decision{Allow: allow, Reasons: reasons}
-	if raw, present := m["obligations"]; present {
-		o, ok := raw.(map[string]any)
+	d := Decision{Allow: bool(allow), Reasons: reasons}
+	if raw := field(m, "obligations"); raw != nil {
+		o, ok := raw.(ast.Object)
 		if !ok {
 			return Decision{}, fmt.Errorf("%s.obligations is not an object", Entrypoint)
 		}
@@ -251,40 +260,49 @@ func decodeDecision(v any) (Decision, error) {
 	return d, nil
 }
 
-func decodeObligations(o map[string]any) (Obligations, error) {
+// field returns the value under key k, or nil.
+func field(o ast.Object, k string) ast.Value {
+	t := o.Get(ast.InternedTerm(k))
+	if t == nil {
+		return nil
+	}
+	return t.Value
+}
+
+func decodeObligations(o ast.Object) (Obligations, error) {
 	var ob Obligations
 	var err error
-	if v, ok := o["deid_profile"]; ok {
-		s, isString := v.(string)
-		if !isString || !slices.Contains([]string{"", ProfileShifted, ProfileSafeHarbor}, s) {
+	if v := field(o, "deid_profile"); v != nil {
+		s, isString := v.(ast.String)
+		if !isString || !slices.Contains([]string{"", ProfileShifted, ProfileSafeHarbor}, string(s)) {
 			return ob, fmt.Errorf("obligations.deid_profile %v is not shifted or safe-harbor", v)
 		}
-		ob.DeidProfile = s
+		ob.DeidProfile = string(s)
 	}
-	if ob.DeidOptions, err = stringList(o["deid_options"], "obligations.deid_options"); err != nil {
+	if ob.DeidOptions, err = stringList(field(o, "deid_options"), "obligations.deid_options"); err != nil {
 		return ob, err
 	}
-	if ob.ExcludeLabels, err = stringList(o["exclude_labels"], "obligations.exclude_labels"); err != nil {
+	if ob.ExcludeLabels, err = stringList(field(o, "exclude_labels"), "obligations.exclude_labels"); err != nil {
 		return ob, err
 	}
-	if v, ok := o["withhold_burned_in"]; ok {
-		b, isBool := v.(bool)
+	if v := field(o, "withhold_burned_in"); v != nil {
+		b, isBool := v.(ast.Boolean)
 		if !isBool {
 			return ob, errors.New("obligations.withhold_burned_in is not a boolean")
 		}
-		ob.WithholdBurnedIn = b
+		ob.WithholdBurnedIn = bool(b)
 	}
-	if v, ok := o["expires"]; ok {
-		s, isString := v.(string)
+	if v := field(o, "expires"); v != nil {
+		s, isString := v.(ast.String)
 		if !isString {
 			return ob, errors.New("obligations.expires is not a string")
 		}
 		if s != "" {
-			if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
-				return ob, fmt.Errorf("obligations.expires %q is not RFC 3339", s)
+			if _, err := time.Parse(time.RFC3339Nano, string(s)); err != nil {
+				return ob, fmt.Errorf("obligations.expires %q is not RFC 3339", string(s))
 			}
 		}
-		ob.Expires = s
+		ob.Expires = string(s)
 	}
 	if len(ob.DeidOptions) == 0 {
 		ob.DeidOptions = nil
@@ -296,21 +314,21 @@ func decodeObligations(o map[string]any) (Obligations, error) {
 }
 
 // stringList reads an optional array of strings.
-func stringList(v any, name string) ([]string, error) {
+func stringList(v ast.Value, name string) ([]string, error) {
 	if v == nil {
 		return []string{}, nil
 	}
-	arr, ok := v.([]any)
+	arr, ok := v.(*ast.Array)
 	if !ok {
 		return nil, fmt.Errorf("%s is not an array", name)
 	}
-	out := make([]string, len(arr))
-	for i, x := range arr {
-		s, ok := x.(string)
+	out := make([]string, arr.Len())
+	for i := range arr.Len() {
+		s, ok := arr.Elem(i).Value.(ast.String)
 		if !ok {
 			return nil, fmt.Errorf("%s[%d] is not a string", name, i)
 		}
-		out[i] = s
+		out[i] = string(s)
 	}
 	return out, nil
 }

@@ -45,35 +45,54 @@ no_grant contains msg if {
 	msg := sprintf("no rule allows role %q to perform %q on %s resources", [role, action, resource_type])
 }
 
-# --- Input accessors (defaults keep messages defined on sparse input) ------
+# --- Input accessors -----------------------------------------------------------
+# Defaults keep messages defined on sparse input. Fields are read by
+# reference: passing the whole input to a function would copy it on every
+# decision.
 
-principal := object.get(input, "principal", {})
+default role := ""
 
-role := object.get(principal, "role", "")
+role := input.principal.role
 
-principal_id := object.get(principal, "id", "")
+default principal_id := ""
 
-principal_org := object.get(principal, "org", "")
+principal_id := input.principal.id
 
-action := object.get(input, "action", "")
+default principal_org := ""
 
-resource := object.get(input, "resource", {})
+principal_org := input.principal.org
 
-resource_org := object.get(resource, "org", "")
+default action := ""
 
-resource_type := object.get(resource, "type", "")
+action := input.action
 
-resource_id := object.get(resource, "id", "")
+default resource_org := ""
 
-case_doc := object.get(input, "case", {})
+resource_org := input.resource.org
 
-case_org := object.get(case_doc, "org", "")
+default resource_type := ""
 
-case_status := object.get(case_doc, "status", "")
+resource_type := input.resource.type
 
-case_assigned := object.get(case_doc, "assigned", [])
+default resource_id := ""
 
-case_deadline := object.get(case_doc, "deadline", "")
+resource_id := input.resource.id
+
+default case_org := ""
+
+case_org := input.case.org
+
+default case_status := ""
+
+case_status := input.case.status
+
+default case_assigned := []
+
+case_assigned := input.case.assigned
+
+default case_deadline := ""
+
+case_deadline := input.case.deadline
 
 now_ns := time.parse_rfc3339_ns(input.time)
 

@@ -226,3 +226,26 @@ test_compliance_no_clinical_content if {
 		denies(req(compliance, a, {"case": released}))
 	}
 }
+
+# Sparse inputs (fields missing, not just empty) still deny, with reasons.
+test_sparse_inputs_deny_with_reasons if {
+	orgless := {"id": "ehr-x", "role": "hospital"}
+	no_resource := json.remove(req(orgless, "fhir.read", {}), ["resource"])
+	denies_with(no_resource, `organisation "" may not access data owned by organisation ""`)
+	no_case := json.remove(req(hospital, "case.read", {}), ["case"])
+	denies_with(no_case, `organisation "st-mary" may not act on a case of organisation ""`)
+	no_target := json.remove(req(specialist_us, "principal.recipient.write", {}), ["resource"])
+	denies_with(no_target, "specialists may register only their own packet recipient")
+}
+
+test_specialist_without_case_denied if {
+	no_case := json.remove(req(specialist_us, "packet.read", {"consents": [consent]}), ["case"])
+	denies_with(no_case, `the case has not been released to specialists (status "")`)
+	denies_with(no_case, `specialist "dr-us" is not assigned to this case`)
+}
+
+test_release_without_recipient_denied if {
+	no_recipient := json.remove(release_to(specialist_us, [consent]), ["recipient"])
+	denies_with(no_recipient, `recipient "" is not assigned to this case`)
+	denies_with(no_recipient, `no transfer basis from "GB" to "" in the cross-border table`)
+}

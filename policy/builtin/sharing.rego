@@ -14,24 +14,36 @@ shares_with_specialist if {
 	input.action == "case.read"
 }
 
-# recipient: the specialist the data goes to. On release the gateway asks
+# recipient_*: the specialist the data goes to. On release the gateway asks
 # once per assigned specialist and names it in input.recipient; otherwise it
 # is the requesting principal.
-recipient := object.get(input, "recipient", {}) if input.action == "case.release"
+default recipient_id := ""
 
-recipient := principal if action != "case.release"
+recipient_id := input.recipient.id if input.action == "case.release"
 
-recipient_id := object.get(recipient, "id", "")
+default recipient_country := ""
 
-recipient_country := object.get(recipient, "country", "")
+recipient_country := input.recipient.country if input.action == "case.release"
 
-recipient_org := object.get(recipient, "org", "")
+recipient_country := input.principal.country if not input.action == "case.release"
 
-case_purpose := object.get(case_doc, "purpose", "")
+default recipient_org := ""
 
-source_country := object.get(case_doc, "source_country", "")
+recipient_org := input.recipient.org if input.action == "case.release"
 
-consents := object.get(input, "consents", [])
+recipient_org := principal_org if not input.action == "case.release"
+
+default case_purpose := ""
+
+case_purpose := input.case.purpose
+
+default source_country := ""
+
+source_country := input.case.source_country
+
+default consents := []
+
+consents := input.consents
 
 denials contains sprintf("recipient %q is not assigned to this case", [recipient_id]) if {
 	input.action == "case.release"
@@ -70,35 +82,41 @@ country_matches(c) if recipient_country in c.recipient_countries
 
 interpretable(c) if count(object.get(c, "uninterpreted", [])) == 0
 
-# applicable: an active consent, in force now, for this purpose, whose every
-# provision Consilium understands.
-applicable(c) if {
+# live: the indexes of the consents that are active and in force now.
+live contains i if {
+	some i, c in consents
 	c.status == "active"
 	in_force(c)
-	covers_purpose(c)
-	interpretable(c)
+}
+
+# usable: live consents for this purpose whose every provision Consilium
+# understands. Sets of indexes are computed once per decision; the rules
+# below reuse them.
+usable contains i if {
+	some i in live
+	covers_purpose(consents[i])
+	interpretable(consents[i])
 }
 
 permitting contains c if {
-	some c in consents
-	applicable(c)
+	some i in usable
+	c := consents[i]
 	c.decision == "permit"
 	country_matches(c)
 }
 
 opt_outs contains c if {
-	some c in consents
-	applicable(c)
+	some i in usable
+	c := consents[i]
 	c.decision == "deny"
 	country_matches(c)
 }
 
-# blocking: an active consent in force that Consilium cannot fully interpret
-# may restrict sharing in a way the policy cannot see, so it blocks.
+# blocking: a live consent that Consilium cannot fully interpret may restrict
+# sharing in a way the policy cannot see, so it blocks.
 blocking contains c if {
-	some c in consents
-	c.status == "active"
-	in_force(c)
+	some i in live
+	c := consents[i]
 	not interpretable(c)
 }
 

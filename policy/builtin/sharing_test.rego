@@ -218,3 +218,14 @@ test_profile_without_options if {
 	d.allow
 	d.obligations.deid_options == []
 }
+
+test_missing_consents_field_denied if {
+	denies_with(json.remove(share(specialist_us, []), ["consents"]), "no consent is on record for the patient")
+}
+
+test_release_organisation_list_enforced if {
+	only_certified := ["certified-org"]
+	denies_with(release_to(specialist_us, [consent]), `the transfer basis from "GB" to "US" does not cover organisation "boston-onc"`) with data.consilium.transfers.bases["uk-us-data-bridge"].organisations as only_certified
+	orgless := json.remove(release_to(specialist_us, [consent]), ["recipient/org"])
+	denies_with(orgless, `the transfer basis from "GB" to "US" does not cover organisation ""`) with data.consilium.transfers.bases["uk-us-data-bridge"].organisations as only_certified
+}
