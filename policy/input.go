@@ -90,6 +90,21 @@ const (
 	ActionAuditExport Action = "audit.export"
 )
 
+// Valid reports whether a is one of the actions above.
+func (a Action) Valid() bool {
+	switch a {
+	case ActionWhoAmI, ActionMetricsRead,
+		ActionFHIRRead, ActionFHIRSearch, ActionFHIRWrite, ActionDICOMRead, ActionDICOMWrite,
+		ActionCaseCreate, ActionCaseRead, ActionCaseList, ActionCaseAssign, ActionCaseRelease,
+		ActionCaseCancel, ActionCaseClose, ActionPacketRead, ActionOpinionCreate, ActionOpinionRead,
+		ActionSpecialistList, ActionPrincipalRecipientWrite,
+		ActionPolicyRead, ActionPolicyWrite, ActionPolicyActivate, ActionPolicyDryRun,
+		ActionConsentRead, ActionAuditRead, ActionAuditVerify, ActionAuditExport:
+		return true
+	}
+	return false
+}
+
 // Actions returns every action, in a stable order.
 func Actions() []Action {
 	return []Action{
@@ -228,10 +243,16 @@ type Recipient struct {
 	Country string `json:"country"`
 }
 
-var (
-	countryCode = regexp.MustCompile(`^[A-Z]{2}$`)
-	knownRoles  = []string{RoleHospital, RoleCaseManager, RoleSpecialist, RoleCompliance}
-)
+// countryCode matches an ISO 3166-1 alpha-2 code (read-only).
+var countryCode = regexp.MustCompile(`^[A-Z]{2}$`)
+
+func knownRole(r string) bool {
+	switch r {
+	case RoleHospital, RoleCaseManager, RoleSpecialist, RoleCompliance:
+		return true
+	}
+	return false
+}
 
 // normalize returns a copy of in that is ready to encode: time set and in
 // UTC, nil slices empty, set-like lists sorted (so equal inputs have equal
@@ -242,18 +263,19 @@ func (in Input) normalize(now func() time.Time) (Input, error) {
 		out.Time = now()
 	}
 	out.Time = out.Time.UTC()
-	if !slices.Contains(Actions(), out.Action) {
+	if !out.Action.Valid() {
 		return out, fmt.Errorf("%w: unknown action %q", ErrInvalidInput, out.Action)
 	}
-	if out.Principal.Role != "" && !slices.Contains(knownRoles, out.Principal.Role) {
+	if out.Principal.Role != "" && !knownRole(out.Principal.Role) {
 		return out, fmt.Errorf("%w: unknown role %q", ErrInvalidInput, out.Principal.Role)
 	}
-	for name, c := range map[string]string{
-		"principal.country": out.Principal.Country, "recipient.country": out.Recipient.Country,
-		"case.source_country": out.Case.SourceCountry,
+	for _, c := range [...]struct{ name, code string }{
+		{"principal.country", out.Principal.Country},
+		{"recipient.country", out.Recipient.Country},
+		{"case.source_country", out.Case.SourceCountry},
 	} {
-		if c != "" && !countryCode.MatchString(c) {
-			return out, fmt.Errorf("%w: %s %q is not an upper-case ISO 3166-1 alpha-2 code", ErrInvalidInput, name, c)
+		if c.code != "" && !countryCode.MatchString(c.code) {
+			return out, fmt.Errorf("%w: %s %q is not an upper-case ISO 3166-1 alpha-2 code", ErrInvalidInput, c.name, c.code)
 		}
 	}
 	if out.Case.Deadline != "" {

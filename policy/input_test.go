@@ -37,3 +37,17 @@ func TestInputASTMatchesJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestActionsValid(t *testing.T) {
+	for _, a := range Actions() {
+		if !a.Valid() {
+			t.Errorf("%s is listed but not valid", a)
+		}
+	}
+	if len(Actions()) != 27 {
+		t.Errorf("%d actions", len(Actions()))
+	}
+	if Action("fhir.delete").Valid() {
+		t.Error("unknown action valid")
+	}
+}
