@@ -172,10 +172,52 @@ func serverDecider(b *testing.B) benchDecider {
 	}
 }
 
+// benchInterleaved alternates the embedded engine and the server on the same
+// inputs, so that both see the same machine load, and reports both
+// latency distributions and their ratios.
+func benchInterleaved(b *testing.B, embedded, server benchDecider) {
+	ctx := context.Background()
+	ins := benchInputs()
+	emb := make([]time.Duration, 0, b.N)
+	srv := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		in := ins[i%len(ins)]
+		start := time.Now()
+		a, err := embedded(ctx, in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mid := time.Now()
+		c, err := server(ctx, in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		emb = append(emb, mid.Sub(start))
+		srv = append(srv, time.Since(mid))
+		if a != c {
+			b.Fatalf("embedded allow=%v, server allow=%v for %s", a, c, in.Case.ID)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(emb)
+	slices.Sort(srv)
+	pct := func(l []time.Duration, p float64) float64 {
+		return float64(l[int(p*float64(len(l)-1))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(pct(emb, 0.50), "emb-p50-µs")
+	b.ReportMetric(pct(emb, 0.99), "emb-p99-µs")
+	b.ReportMetric(pct(srv, 0.50), "srv-p50-µs")
+	b.ReportMetric(pct(srv, 0.99), "srv-p99-µs")
+	b.ReportMetric(pct(srv, 0.50)/pct(emb, 0.50), "p50-ratio")
+	b.ReportMetric(pct(srv, 0.99)/pct(emb, 0.99), "p99-ratio")
+}
+
 // BenchmarkDecision compares the embedded engine with an OPA server on the
 // same bundle and the same 10,000 patients' inputs. Run it through
 // bench/policy/run.sh to include the server.
 func BenchmarkDecision(b *testing.B) {
+	b.Run("interleaved/latency", func(b *testing.B) { benchInterleaved(b, embeddedDecider(b), serverDecider(b)) })
 	b.Run("embedded/latency", func(b *testing.B) { benchLatency(b, embeddedDecider(b)) })
 	b.Run("server/latency", func(b *testing.B) { benchLatency(b, serverDecider(b)) })
 	b.Run("embedded/parallel", func(b *testing.B) { benchThroughput(b, embeddedDecider(b)) })
