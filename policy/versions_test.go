@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -363,5 +364,49 @@ func TestSyncKeepsVersionOnBadPointer(t *testing.T) {
 	}
 	if err := e.Sync(ctx); !errors.Is(err, ErrUnknownVersion) {
 		t.Errorf("Sync to a missing version: %v", err)
+	}
+}
+
+// TestDecideDuringActivation: decisions keep flowing, race-free, while the
+// active version switches back and forth; each decision names the version
+// that made it and is consistent with it.
+func TestDecideDuringActivation(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEngine(t, WithStore(newMemStore()))
+	if _, err := e.Upload(ctx, "no-us", bytes.NewReader(archive(t, withoutUS(t)))); err != nil {
+		t.Fatal(err)
+	}
+	in := packetUS
+	in.Consents = []Consent{fixtureConsent(t, "permit-treat")}
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				d, err := e.Decide(ctx, in)
+				if err != nil || d.Allow != (d.PolicyVersion == BuiltinVersion) {
+					errs <- fmt.Errorf("decision %v by %q (%v)", d.Allow, d.PolicyVersion, err)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 6 {
+		v := []string{"no-us", BuiltinVersion}[i%2]
+		if _, err := e.Activate(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
