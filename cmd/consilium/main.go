@@ -34,9 +34,10 @@ type cli struct {
 // commands lists every subcommand. Each lives in its own file.
 func commands() map[string]command {
 	return map[string]command{
-		"certs": certsCommand(),
-		"keys":  keysCommand(),
-		"serve": serveCommand(),
+		"certs":  certsCommand(),
+		"keys":   keysCommand(),
+		"serve":  serveCommand(),
+		"policy": {summary: "policy bundles: test a bundle directory offline", run: runPolicy},
 	}
 }
 
