@@ -12,6 +12,11 @@ import (
 type requestInfo struct {
 	id        string
 	principal *certs.Principal
+	// decisions are the policy decisions taken for the request, in order.
+	decisions []decisionRecord
+	// render, when set, writes error answers in the route family's own
+	// format (OperationOutcome on FHIR routes, DICOM JSON on DICOMweb).
+	render errorRenderer
 }
 
 type requestInfoKey struct{}

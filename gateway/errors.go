@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/consilium/consilium/certs"
+	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
 
@@ -57,6 +58,18 @@ func statusOf(err error) (int, string) {
 	switch {
 	case errors.As(err, &he):
 		return he.status, he.msg
+	case errors.Is(err, policy.ErrDenied):
+		return http.StatusForbidden, "forbidden by policy"
+	case errors.Is(err, policy.ErrInvalidBundle):
+		return http.StatusUnprocessableEntity, "the policy bundle was refused; the active policy is unchanged"
+	case errors.Is(err, policy.ErrInvalidVersion):
+		return http.StatusBadRequest, "invalid policy version name: use 1-63 characters of a-z, 0-9, '.', '_' or '-'"
+	case errors.Is(err, policy.ErrVersionExists):
+		return http.StatusConflict, "this policy version already exists; versions are immutable, upload under a new name"
+	case errors.Is(err, policy.ErrUnknownVersion):
+		return http.StatusNotFound, "no such policy version"
+	case errors.Is(err, policy.ErrConflict):
+		return http.StatusConflict, "another activation happened at the same time; list the policies and retry"
 	case errors.Is(err, errUnauthenticated), errors.Is(err, errRevoked):
 		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, certs.ErrInvalidPrincipal):
@@ -76,9 +89,33 @@ func statusOf(err error) (int, string) {
 
 // errorBody is the JSON error answer of Consilium's own routes.
 type errorBody struct {
-	Error     string `json:"error"`
-	RequestID string `json:"request_id"`
+	Error     string           `json:"error"`
+	Reasons   []string         `json:"reasons,omitempty"`
+	Problems  []policy.Problem `json:"problems,omitempty"`
+	RequestID string           `json:"request_id"`
 }
+
+// problem is an error as the caller sees it.
+type problem struct {
+	Status int
+	// Message is safe to show: no patient data, no key material.
+	Message string
+	// Reasons are the policy's reasons for a deny.
+	Reasons []string
+	// Problems are what is wrong with an uploaded policy bundle.
+	Problems  []policy.Problem
+	RequestID string
+}
+
+// errorRenderer writes a problem in a route family's format. Routes choose
+// theirs with the renderErrors route option; the default is errorBody.
+type errorRenderer func(w http.ResponseWriter, p problem)
+
+func renderJSON(w http.ResponseWriter, p problem) {
+	writeJSON(w, p.Status, errorBody{Error: p.Message, Reasons: p.Reasons, Problems: p.Problems, RequestID: p.RequestID})
+}
+
+func isDenied(err error) bool { return errors.Is(err, policy.ErrDenied) }
 
 // writeError answers the request with err and logs it once: server errors
 // at error level with the cause, client errors at info level.
@@ -91,7 +128,22 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		msg = fmt.Sprintf("%s (request id %s)", msg, id)
 	}
 	s.log.Log(r.Context(), level, "request failed", "request_id", id, "status", status, "err", err.Error())
-	writeJSON(w, status, errorBody{Error: msg, RequestID: id})
+	p := problem{Status: status, Message: msg, RequestID: id}
+	// Reasons are shown for a deny answered as such, never for one turned
+	// into 404 (that would confirm the record exists).
+	var denied *policy.DeniedError
+	if status == http.StatusForbidden && errors.As(err, &denied) {
+		p.Reasons = denied.Reasons
+	}
+	var bundle *policy.BundleError
+	if errors.As(err, &bundle) {
+		p.Problems = bundle.Problems
+	}
+	render := requestInfoFrom(r.Context()).render
+	if render == nil {
+		render = renderJSON
+	}
+	render(w, p)
 }
 
 // writeJSON writes v as a JSON response with status.

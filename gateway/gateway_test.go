@@ -166,6 +166,10 @@ func TestLimitsAndErrors(t *testing.T) {
 	}
 
 	resp = get(t, c, g.URL+"/metrics")
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(resp.body), "reasons") {
+		t.Fatalf("metrics as a hospital: status %d %s, want 403 with reasons", resp.StatusCode, resp.body)
+	}
+	resp = get(t, g.Client(t, "co-lee"), g.URL+"/metrics")
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(resp.body), "consilium_http_requests_total") {
 		t.Fatalf("metrics: status %d, body lacks consilium_http_requests_total", resp.StatusCode)
 	}

@@ -81,8 +81,9 @@ func newRequestID() string {
 // route is one registered route: its handler and how much of the request
 // it accepts.
 type route struct {
-	public  bool  // served without a client certificate
-	maxBody int64 // 0: Config.MaxBodyBytes; <0: unbounded (streaming routes)
+	public  bool          // served without a client certificate
+	maxBody int64         // 0: Config.MaxBodyBytes; <0: unbounded (streaming routes)
+	render  errorRenderer // nil: JSON errorBody
 }
 
 // RouteOption adjusts a route.
@@ -94,6 +95,9 @@ func public() routeOption { return func(r *route) { r.public = true } }
 // maxBody sets a route's body bound; n < 0 means unbounded (the route
 // streams and enforces its own limits).
 func maxBody(n int64) routeOption { return func(r *route) { r.maxBody = n } }
+
+// renderErrors makes the route answer errors with render.
+func renderErrors(render errorRenderer) routeOption { return func(r *route) { r.render = render } }
 
 // handlerFunc is a route handler: it writes a response or returns an
 // error, which errors.go turns into a status and body.
@@ -111,6 +115,7 @@ func (s *Server) wrap(h handlerFunc, opts ...routeOption) http.Handler {
 		limit = s.cfg.MaxBodyBytes
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requestInfoFrom(r.Context()).render = rt.render
 		if !rt.public {
 			p, err := s.principalOf(r)
 			if err != nil {

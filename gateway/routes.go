@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
 
@@ -17,6 +18,10 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /readyz", s.wrap(s.readyz, public()))
 	mux.Handle("GET /whoami", s.wrap(s.whoami))
 	mux.Handle("GET /metrics", s.wrap(s.metricsRoute))
+	mux.Handle("GET /policies", s.wrap(s.listPolicies))
+	mux.Handle("PUT /policies/{version}", s.wrap(s.putPolicy, maxBody(maxBundleBytes)))
+	mux.Handle("POST /policies/{version}/activate", s.wrap(s.activatePolicy))
+	mux.Handle("POST /policies/{version}/dry-run", s.wrap(s.dryRunPolicy))
 	mux.Handle("/", s.wrap(s.notFound))
 	return mux
 }
@@ -54,12 +59,18 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 
 // whoami returns the caller's principal as the gateway sees it.
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.authorize(r, policy.Input{Action: policy.ActionWhoAmI, Resource: policy.Resource{Kind: "principal"}}); err != nil {
+		return err
+	}
 	p, _ := PrincipalFrom(r.Context())
 	writeJSON(w, http.StatusOK, p)
 	return nil
 }
 
 func (s *Server) metricsRoute(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.authorize(r, policy.Input{Action: policy.ActionMetricsRead, Resource: policy.Resource{Kind: "metrics"}}); err != nil {
+		return err
+	}
 	s.metricsHandler().ServeHTTP(w, r)
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
 
@@ -102,6 +103,8 @@ type Options struct {
 	// Registry receives the gateway's metrics and is served on /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
+	// Policy decides every request. Required.
+	Policy *policy.Engine
 	// ReadyChecks are run by /readyz in addition to the store check.
 	ReadyChecks []func(context.Context) error
 	// Revoked, when set, is asked on every request whether the caller's
@@ -121,6 +124,7 @@ type Server struct {
 	metrics *metrics
 	ready   []func(context.Context) error
 	revoked func(*x509.Certificate) bool
+	policy  *policy.Engine
 	handler http.Handler
 }
 
@@ -136,6 +140,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("gateway: a TLS configuration is required")
 	case opts.Store == nil:
 		return nil, errors.New("gateway: a store is required")
+	case opts.Policy == nil:
+		return nil, errors.New("gateway: a policy engine is required")
 	}
 	reg := opts.Registry
 	if reg == nil {
@@ -154,6 +160,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		metrics: m,
 		ready:   opts.ReadyChecks,
 		revoked: opts.Revoked,
+		policy:  opts.Policy,
 	}
 	s.handler = s.observe(s.routes())
 	return s, nil

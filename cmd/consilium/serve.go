@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"aead.dev/minisign"
@@ -15,6 +16,7 @@ import (
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/gateway"
 	"github.com/consilium/consilium/internal/devenv"
+	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
 
@@ -59,15 +61,26 @@ func runServe(ctx context.Context, env *cli, args []string) error {
 	}
 	log := newLogger(env, cfg.Log)
 
-	srv, stls, err := buildGateway(ctx, cfg, log)
+	app, err := buildGateway(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	if *dev {
-		printDev(env, layout, srv.Addr())
+		printDev(env, layout, app.srv.Addr())
 	}
-	go stls.Watch(ctx)
-	return srv.ListenAndServe(ctx)
+	app.background.Add(1)
+	go func() { defer app.background.Done(); app.tls.Watch(ctx) }()
+	err = app.srv.ListenAndServe(ctx)
+	// Let background loops finish their last writes (decision inputs).
+	app.background.Wait()
+	return err
+}
+
+// app is the running gateway and the background loops that serve it.
+type app struct {
+	srv        *gateway.Server
+	tls        *certs.ServerTLS
+	background sync.WaitGroup
 }
 
 func envHelp() string {
@@ -115,33 +128,51 @@ func devConfig(dir, addr string) (serveConfig, devenv.Layout, error) {
 	return cfg, layout, nil
 }
 
-// buildGateway opens the store, loads keys and builds the gateway.
-func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*gateway.Server, *certs.ServerTLS, error) {
+// buildGateway opens the store, loads keys and builds the gateway. The
+// background loops it starts end with ctx.
+func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, error) {
 	backend, err := openBackend(ctx, cfg.Storage)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	kr, err := storage.LoadKeyring(cfg.KeyringFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("storage keyring: %w", err)
+		return nil, fmt.Errorf("storage keyring: %w", err)
 	}
 	if _, err := loadSigningKey(cfg.SigningKeyFile, cfg.SigningKeyPasswordFile); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	stls, err := certs.NewServerTLS(cfg.TLS, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	store := storage.NewEncrypted(backend, kr)
+	// Policy bundles and recorded decision inputs live in the encrypted
+	// store: the inputs hold pseudonymous patient keys and consents.
+	engine, err := policy.New(ctx, policy.WithStore(store), policy.WithDecisionLog(store, 0), policy.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("policy engine: %w", err)
+	}
+	a := &app{tls: stls}
+	a.background.Add(1)
+	go func() {
+		defer a.background.Done()
+		if err := engine.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("policy engine stopped following activations", "err", err)
+		}
+	}()
 	srv, err := gateway.New(cfg.Gateway, gateway.Options{
 		Logger:  log,
 		TLS:     stls.Config(),
-		Store:   storage.NewEncrypted(backend, kr),
+		Store:   store,
+		Policy:  engine,
 		Revoked: stls.IsRevoked,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return srv, stls, nil
+	a.srv = srv
+	return a, nil
 }
 
 // openBackend builds the configured storage backend.

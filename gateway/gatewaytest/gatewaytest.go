@@ -20,6 +20,7 @@ import (
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/gateway"
 	"github.com/consilium/consilium/internal/devenv"
+	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
 
@@ -51,8 +52,8 @@ type Config struct {
 	// Gateway is the gateway configuration; Addr is ignored (a free
 	// loopback port is used).
 	Gateway gateway.Config
-	// Options are passed to gateway.New; Logger, TLS and Revoked are
-	// filled in when empty.
+	// Options are passed to gateway.New; Logger, TLS, Revoked and Policy
+	// (the built-in bundle over the test's store) are filled in when empty.
 	Options gateway.Options
 	// CRLRefresh is how often the server re-reads revocations; default
 	// 100ms so revocation tests are fast.
@@ -104,6 +105,19 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	opts := cfg.Options
 	opts.Logger = log
 	opts.Store = store
+	ctx, cancel := context.WithCancel(context.Background())
+	if opts.Policy == nil {
+		engine, err := policy.New(ctx, policy.WithStore(store), policy.WithDecisionLog(store, 0), policy.WithLogger(log))
+		if err != nil {
+			cancel()
+			t.Fatalf("policy engine: %v", err)
+		}
+		opts.Policy = engine
+		engineDone := make(chan struct{})
+		go func() { engine.Run(ctx); close(engineDone) }()
+		// The engine's last flush must end before the test's folders go.
+		t.Cleanup(func() { cancel(); <-engineDone })
+	}
 	if opts.TLS == nil {
 		opts.TLS = stls.Config()
 	}
@@ -112,13 +126,14 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	}
 	srv, err := gateway.New(cfg.Gateway, opts)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go stls.Watch(ctx)
 	go func() { done <- srv.Serve(ctx, ln) }()
