@@ -83,7 +83,9 @@ func (m *mapping) hash(domain, s string) string {
 	return hex.EncodeToString(mac.Sum(nil))
 }
 
-func (m *mapping) patientDir(key string) string { return m.prefix + "p/" + m.hash("patient", key) + "/" }
+func (m *mapping) patientDir(key string) string {
+	return m.prefix + "p/" + m.hash("patient", key) + "/"
+}
 func (m *mapping) indexName(pseudonym string) string {
 	return m.prefix + "n/" + m.hash("pseudonym", pseudonym)
 }
