@@ -1,0 +1,531 @@
+package dicom
+
+import (
+	"bytes"
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// How the compound codes of Table E.1-1 are resolved. The right choice
+// depends on the attribute's Type in the IOD of the instance (PS3.15
+// E.1.1), which would need the module tables of PS3.3. Every choice below
+// satisfies all the Types the code allows, so it is valid whatever the
+// IOD, and none of them keeps the original value:
+//
+//   - Z/D, X/D, X/Z/D become D: a dummy value satisfies Type 1, 2 and 3;
+//   - X/Z becomes Z: an empty value satisfies Type 2 and 3;
+//   - X/Z/U* on a sequence becomes "keep the sequence and apply the
+//     profile to its items", which replaces the UIDs inside (U*) and
+//     removes or blanks everything identifying there.
+func resolveCompound(a Action, e *Element) Action {
+	switch a {
+	case ActionZD, ActionXD, ActionXZD:
+		return ActionD
+	case ActionXZ:
+		return ActionZ
+	case ActionXZU:
+		if e.IsSequence() {
+			return ActionK
+		}
+		return ActionX
+	}
+	return a
+}
+
+// countKey groups the report's counts.
+type countKey struct {
+	tag           Tag
+	keyword       string
+	rule, applied Action
+	private       bool
+}
+
+func (rw *rewrite) count(t Tag, keyword string, rule, applied Action) {
+	rw.counts[countKey{tag: t, keyword: keyword, rule: rule, applied: applied}]++
+}
+
+func (rw *rewrite) countPrivate(group uint16, applied Action) {
+	k := countKey{tag: NewTag(group, 0), keyword: fmt.Sprintf("private attributes of group %04X", group), rule: ActionX, applied: applied, private: true}
+	rw.counts[k]++
+}
+
+// list de-identifies the elements of a dataset or item.
+func (rw *rewrite) list(elems []*Element, depth int) []*Element {
+	var creators map[uint32]string
+	if rw.d.safePrivate {
+		for _, e := range elems {
+			if e.Tag.IsPrivateCreator() {
+				if creators == nil {
+					creators = map[uint32]string{}
+				}
+				creators[blockOf(e.Tag.Group(), uint8(e.Tag.Element()))] = strings.TrimSpace(e.String())
+			}
+		}
+	}
+	kept := map[uint32]bool{}
+	out := make([]*Element, 0, len(elems))
+	for _, e := range elems {
+		if ne := rw.element(e, depth, creators, kept); ne != nil {
+			out = append(out, ne)
+		}
+	}
+	if len(kept) > 0 {
+		// Keep the Private Creator of every block something was kept from.
+		for _, e := range elems {
+			if e.Tag.IsPrivateCreator() && kept[blockOf(e.Tag.Group(), uint8(e.Tag.Element()))] {
+				out = append(out, e)
+				rw.countPrivate(e.Tag.Group(), ActionK)
+			}
+		}
+		slices.SortStableFunc(out, func(a, b *Element) int { return cmp.Compare(a.Tag, b.Tag) })
+	}
+	return out
+}
+
+func blockOf(group uint16, block uint8) uint32 { return uint32(group)<<8 | uint32(block) }
+
+func isOverlayGroup(g uint16) bool { return g >= 0x6000 && g <= 0x601E && g&1 == 0 }
+
+// element de-identifies one element; nil means removed.
+func (rw *rewrite) element(e *Element, depth int, creators map[uint32]string, kept map[uint32]bool) *Element {
+	t := e.Tag
+	switch {
+	case t.IsPrivate():
+		return rw.private(e, creators, kept)
+	case t.Element() == 0x0000 || t.Group() == 0x0002:
+		// Group lengths go stale when values change (they are retired
+		// outside group 0002); File Meta elements do not belong in the
+		// dataset. The File Meta itself is written afresh.
+		return nil
+	case isOverlayGroup(t.Group()):
+		// Table E.1-1 removes Overlay Data and Overlay Comments. An
+		// Overlay Plane without its data is invalid, so the whole
+		// repeating group goes.
+		rw.count(NewTag(t.Group(), 0x3000), "OverlayData (whole overlay group)", ActionX, ActionX)
+		return nil
+	case depth == 0 && (t == tagPatientIdentityRemoved || t == tagDeidentificationMethod ||
+		t == tagDeidentificationMethodCodeSeq || t == tagLongitudinalTemporalInfoModif):
+		return nil // written afresh by header
+	case depth == 0 && (t == tagPatientName || t == tagPatientID):
+		r, _ := ruleFor(t)
+		rw.count(t, r.keyword, r.resolve(rw.d.cols), ActionD)
+		return nil // set to the pseudonym by header
+	}
+	r, listed := ruleFor(t)
+	if !listed {
+		return rw.unlisted(e, depth)
+	}
+	a := r.resolve(rw.d.cols)
+	applied := resolveCompound(a, e)
+	keyword := r.keyword
+	if keyword == "" {
+		keyword = t.Keyword()
+	}
+	rw.count(t, keyword, a, applied)
+	return rw.apply(e, applied, depth)
+}
+
+// unlisted handles an attribute that Table E.1-1 does not list: the Basic
+// Profile keeps it, but sequences are still searched, and a person's name
+// is blanked wherever it is.
+func (rw *rewrite) unlisted(e *Element, depth int) *Element {
+	switch {
+	case e.IsSequence():
+		return rw.recurse(e, depth)
+	case effectiveVR(e) == "PN" && len(e.Value) > 0:
+		rw.count(e.Tag, e.Tag.Keyword()+" (unlisted person name)", ActionNone, ActionZ)
+		return withValue(e, nil)
+	}
+	return e
+}
+
+// private handles an odd-group element: removed, unless Retain Safe
+// Private is on and Table E.3.10-1 lists it under its Private Creator.
+func (rw *rewrite) private(e *Element, creators map[uint32]string, kept map[uint32]bool) *Element {
+	t := e.Tag
+	if rw.d.safePrivate && t.IsPrivateCreator() {
+		return nil // put back by list when its block keeps something
+	}
+	if !rw.d.safePrivate || t.Element() < 0x1000 {
+		rw.countPrivate(t.Group(), ActionX)
+		return nil
+	}
+	block := blockOf(t.Group(), uint8(t.Element()>>8))
+	creator, ok := creators[block]
+	if ok {
+		if _, safe := safePrivateTags[privateKey{group: t.Group(), creator: creator, elem: uint8(t.Element())}]; safe {
+			kept[block] = true
+			rw.countPrivate(t.Group(), ActionK)
+			return e
+		}
+	}
+	rw.countPrivate(t.Group(), ActionX)
+	return nil
+}
+
+// apply carries out a resolved action.
+func (rw *rewrite) apply(e *Element, a Action, depth int) *Element {
+	vr := effectiveVR(e)
+	switch a {
+	case ActionX:
+		return nil
+	case ActionZ:
+		if e.IsSequence() {
+			ne := *e
+			ne.Items = nil
+			return &ne
+		}
+		return withValue(e, nil)
+	case ActionK, ActionNone:
+		if e.IsSequence() {
+			return rw.recurse(e, depth)
+		}
+		if e.Tag == tagPatientAge {
+			return withValue(e, []byte(capAge(e.String())))
+		}
+		return e
+	case ActionD:
+		switch {
+		case e.IsSequence() && e.Tag == tagPersonIdentificationCodeSeq:
+			return dummyCodeSequence(e)
+		case e.IsSequence():
+			return rw.recurse(e, depth)
+		case vr == "UI":
+			return rw.remap(e)
+		}
+		return withValue(e, dummy(vr))
+	case ActionU:
+		if e.IsSequence() {
+			return rw.recurse(e, depth)
+		}
+		return rw.remap(e)
+	case ActionC:
+		return rw.clean(e, vr, depth)
+	}
+	return nil
+}
+
+// recurse applies the profile to the items of a sequence.
+func (rw *rewrite) recurse(e *Element, depth int) *Element {
+	ne := *e
+	ne.Items = make([]*Item, len(e.Items))
+	for i, it := range e.Items {
+		ne.Items[i] = &Item{Elements: rw.list(it.Elements, depth+1), Offset: it.Offset}
+	}
+	return &ne
+}
+
+// remap queues a UI element for new UIDs (filled in by resolveUIDs).
+func (rw *rewrite) remap(e *Element) *Element {
+	ne := *e
+	rw.fixups = append(rw.fixups, fixup{e: &ne, originals: splitValues(e.Value)})
+	return &ne
+}
+
+func withValue(e *Element, v []byte) *Element {
+	ne := *e
+	vr := effectiveVR(e)
+	if len(v)%2 == 1 {
+		if vr == "UI" || isBinaryVR(vr) {
+			v = append(v, 0)
+		} else {
+			v = append(v, ' ')
+		}
+	}
+	ne.Value = v
+	ne.Length = uint32(len(v))
+	ne.Items = nil
+	return &ne
+}
+
+// effectiveVR is the VR to interpret a value by: for UN, what the
+// dictionary says.
+func effectiveVR(e *Element) string {
+	if e.VR == "UN" {
+		if vr := lookupVR(uint32(e.Tag)); vr != "UN" {
+			return vr
+		}
+	}
+	return e.VR
+}
+
+func isBinaryVR(vr string) bool {
+	switch vr {
+	case "OB", "OD", "OF", "OL", "OV", "OW", "SL", "SS", "SV", "UL", "US", "UV", "FL", "FD", "AT", "UN":
+		return true
+	}
+	return false
+}
+
+// dummy returns a value for action D: not empty, valid for the VR, and
+// saying nothing about anyone.
+func dummy(vr string) []byte {
+	switch vr {
+	case "AE":
+		return []byte("ANONYMOUS")
+	case "AS":
+		return []byte("000Y")
+	case "DA":
+		return []byte("19000101")
+	case "DT":
+		return []byte("19000101000000")
+	case "TM":
+		return []byte("000000")
+	case "DS", "IS":
+		return []byte("0")
+	case "UR":
+		return []byte("urn:x-anonymized")
+	case "US", "SS", "OW", "OB", "UN":
+		return []byte{0, 0}
+	case "UL", "SL", "FL", "OL", "OF", "AT":
+		return []byte{0, 0, 0, 0}
+	case "FD", "OD", "SV", "UV", "OV":
+		return make([]byte, 8)
+	}
+	return []byte("ANONYMIZED")
+}
+
+// dummyCodeSequence replaces the codes that identify a person with one
+// dummy code (Person Identification Code Sequence is Type 1).
+func dummyCodeSequence(e *Element) *Element {
+	ne := *e
+	ne.Items = []*Item{{Elements: []*Element{
+		textElement(tagCodeValue, "SH", "ANONYMIZED"),
+		textElement(tagCodingSchemeDesignator, "SH", "99CONSILIUM"),
+		textElement(tagCodeMeaning, "LO", "Anonymized"),
+	}}}
+	return &ne
+}
+
+// capAge groups ages of 90 and over as "090Y" (HIPAA 164.514(b)(2)(i)(C)).
+func capAge(s string) string {
+	if len(s) != 4 {
+		return s
+	}
+	n, err := strconv.Atoi(s[:3])
+	if err != nil {
+		return ""
+	}
+	switch s[3] {
+	case 'Y':
+		if n >= 90 {
+			return "090Y"
+		}
+	case 'M':
+		if n >= 90*12 {
+			return "090Y"
+		}
+	}
+	return s
+}
+
+// clean carries out action C: for dates, the patient's shift; for times,
+// AE titles and coded strings, keep; for text, remove every identifying
+// value found in the instance; for sequences, apply the profile to the
+// items. Binary values cannot be cleaned and are removed.
+func (rw *rewrite) clean(e *Element, vr string, depth int) *Element {
+	switch vr {
+	case "SQ":
+		return rw.recurse(e, depth)
+	case "DA", "DT":
+		v, ok := shiftDates(e.Value, vr, rw.patient.OffsetDays)
+		if !ok {
+			return withValue(e, nil)
+		}
+		return withValue(e, v)
+	case "TM", "AE", "CS", "AS":
+		return e
+	case "LO", "SH", "ST", "LT", "UT", "UC", "PN":
+		return withValue(e, rw.scrub(e.Value))
+	}
+	return nil
+}
+
+// shiftDates shifts each DA or DT value (multi-valued, or a range) by
+// days. A DT keeps its time and offset; a DT of only a year or year and
+// month is shifted from its first day and keeps its precision. ok is false
+// when a value is not a date.
+func shiftDates(v []byte, vr string, days int) ([]byte, bool) {
+	s := strings.TrimRight(string(v), " \x00")
+	if strings.TrimSpace(s) == "" {
+		return nil, true
+	}
+	vals := strings.Split(s, `\`)
+	for i, val := range vals {
+		parts := strings.Split(strings.TrimSpace(val), "-")
+		if vr == "DT" && len(parts) > 2 {
+			return nil, false // "-" is also a UTC offset sign: too ambiguous
+		}
+		for j, p := range parts {
+			if p == "" {
+				continue
+			}
+			var ok bool
+			if vr == "DA" {
+				parts[j], ok = shiftDA(p, days)
+			} else {
+				parts[j], ok = shiftDT(p, days)
+			}
+			if !ok {
+				return nil, false
+			}
+		}
+		vals[i] = strings.Join(parts, "-")
+	}
+	return []byte(strings.Join(vals, `\`)), true
+}
+
+func shiftDA(s string, days int) (string, bool) {
+	layout := "20060102"
+	if len(s) == 10 && s[4] == '.' && s[7] == '.' {
+		layout = "2006.01.02" // ACR-NEMA form
+	}
+	t, err := time.Parse(layout, s)
+	if err != nil {
+		return "", false
+	}
+	return t.AddDate(0, 0, days).Format(layout), true
+}
+
+func shiftDT(s string, days int) (string, bool) {
+	var date, rest, layout string
+	switch {
+	case len(s) >= 8:
+		date, rest, layout = s[:8], s[8:], "20060102"
+	case len(s) == 6:
+		date, layout = s+"01", "200601"
+	case len(s) == 4:
+		date, layout = s+"0101", "2006"
+	default:
+		return "", false
+	}
+	if strings.ContainsAny(rest, "+") && len(s) < 8 {
+		return "", false
+	}
+	t, err := time.Parse("20060102", date)
+	if err != nil {
+		return "", false
+	}
+	return t.AddDate(0, 0, days).Format(layout) + rest, true
+}
+
+// scrub removes identifying values from free text: every value of an
+// attribute the profile removes or replaces, found anywhere in the text
+// (ASCII case-insensitively), and every run of five or more digits (IDs,
+// phone numbers, dates) is overwritten with '*', keeping the length. Text
+// in a multi-byte ISO 2022 character set cannot be searched safely byte by
+// byte and is emptied instead.
+func (rw *rewrite) scrub(v []byte) []byte {
+	if strings.Contains(rw.sum.SpecificCharacterSet, "2022") && bytes.ContainsFunc(v, func(r rune) bool { return r >= 0x80 || r == 0x1B }) {
+		return nil
+	}
+	if rw.tokens == nil {
+		rw.tokens = identifyingTokens(rw.hdr, rw.d.cols)
+	}
+	out := bytes.Clone(v)
+	low := asciiLower(v)
+	for _, tok := range rw.tokens {
+		for i := 0; ; {
+			j := bytes.Index(low[i:], tok)
+			if j < 0 {
+				break
+			}
+			for k := i + j; k < i+j+len(tok); k++ {
+				out[k] = '*'
+			}
+			i += j + len(tok)
+		}
+	}
+	run := 0
+	for i := 0; i <= len(out); i++ {
+		if i < len(out) && out[i] >= '0' && out[i] <= '9' {
+			run++
+			continue
+		}
+		if run >= 5 {
+			for k := i - run; k < i; k++ {
+				out[k] = '*'
+			}
+		}
+		run = 0
+	}
+	return out
+}
+
+func asciiLower(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// identifyingTokens collects, from every depth of the header, the values
+// of attributes the profile does not keep (and of private attributes), in
+// the forms free text would repeat them: whole values, name components,
+// words, and dates in common spellings.
+func identifyingTokens(elems []*Element, cols []int) [][]byte {
+	set := map[string]bool{}
+	add := func(s string) {
+		s = strings.ToLower(strings.TrimSpace(s))
+		if len(s) >= 3 {
+			set[s] = true
+		}
+	}
+	var walk func([]*Element)
+	walk = func(elems []*Element) {
+		for _, e := range elems {
+			for _, it := range e.Items {
+				walk(it.Elements)
+			}
+			r, listed := ruleFor(e.Tag)
+			if !listed && effectiveVR(e) != "PN" {
+				continue
+			}
+			if listed {
+				switch r.resolve(cols) {
+				case ActionK, ActionC, ActionNone:
+					if e.Tag != tagPatientName && e.Tag != tagPatientID {
+						continue
+					}
+				}
+			}
+			switch vr := effectiveVR(e); vr {
+			case "PN":
+				for _, part := range strings.FieldsFunc(e.String(), func(r rune) bool { return strings.ContainsRune("^= ,.", r) }) {
+					add(part)
+				}
+			case "LO", "SH", "ST", "LT", "UT", "UC", "AE", "CS":
+				add(e.String())
+				for _, w := range strings.FieldsFunc(e.String(), func(r rune) bool { return strings.ContainsRune(` ,;:/\()-_"'`, r) }) {
+					if len(w) >= 4 {
+						add(w)
+					}
+				}
+			case "DA":
+				for _, d := range e.Strings() {
+					if t, err := time.Parse("20060102", d); err == nil {
+						for _, l := range []string{"20060102", "2006-01-02", "2006/01/02", "2006.01.02", "02/01/2006", "01/02/2006", "02.01.2006", "02-01-2006"} {
+							add(t.Format(l))
+						}
+					}
+				}
+			}
+		}
+	}
+	walk(elems)
+	out := make([][]byte, 0, len(set))
+	for s := range set {
+		out = append(out, []byte(s))
+	}
+	// Longest first, so that a name is masked whole before its parts.
+	slices.SortFunc(out, func(a, b []byte) int { return cmp.Or(cmp.Compare(len(b), len(a)), bytes.Compare(a, b)) })
+	return out
+}
