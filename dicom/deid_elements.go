@@ -12,28 +12,60 @@ import (
 
 // How the compound codes of Table E.1-1 are resolved. The right choice
 // depends on the attribute's Type in the IOD of the instance (PS3.15
-// E.1.1), which would need the module tables of PS3.3. Every choice below
-// satisfies all the Types the code allows, so it is valid whatever the
-// IOD, and none of them keeps the original value:
+// E.1.1), which would need the module tables of PS3.3. For the attributes
+// in knownTypes, whose Type is the same in every module that has them, the
+// code resolves exactly. For the others every choice below satisfies all
+// the Types the code allows, so it is valid whatever the IOD, and none of
+// them keeps the original value:
 //
 //   - Z/D, X/D, X/Z/D become D: a dummy value satisfies Type 1, 2 and 3;
 //   - X/Z becomes Z: an empty value satisfies Type 2 and 3;
 //   - X/Z/U* on a sequence becomes "keep the sequence and apply the
 //     profile to its items", which replaces the UIDs inside (U*) and
-//     removes or blanks everything identifying there.
-func resolveCompound(a Action, e *Element) Action {
+//     removes or blanks everything identifying there; the references
+//     between instances survive.
+func resolveCompound(a Action, t Tag, seq bool) Action {
+	if a == ActionXZU {
+		if seq {
+			return ActionK
+		}
+		return ActionX
+	}
+	if typ, ok := knownTypes[t]; ok {
+		switch a {
+		case ActionZD, ActionXD, ActionXZD, ActionXZ:
+			switch typ {
+			case 3:
+				if a != ActionZD {
+					return ActionX
+				}
+			case 2:
+				if a != ActionXD {
+					return ActionZ
+				}
+			}
+		}
+	}
 	switch a {
 	case ActionZD, ActionXD, ActionXZD:
 		return ActionD
 	case ActionXZ:
 		return ActionZ
-	case ActionXZU:
-		if e.IsSequence() {
-			return ActionK
-		}
-		return ActionX
 	}
 	return a
+}
+
+// knownTypes gives the PS3.3 Type of attributes with compound codes whose
+// Type does not depend on the IOD (they appear only in modules that give
+// them this Type). Keep it short: a wrong entry makes outputs invalid (the
+// dciodvfy test catches some; Series Date, for one, is Type 3 in General
+// Series but Type 1 in PET Series).
+var knownTypes = map[Tag]int{
+	0x00080012: 3, // Instance Creation Date (SOP Common)
+	0x00080013: 3, // Instance Creation Time (SOP Common)
+	0x00081110: 3, // Referenced Study Sequence (General Study)
+	0x00180010: 2, // Contrast/Bolus Agent (Contrast/Bolus)
+	0x00400555: 2, // Acquisition Context Sequence (Acquisition Context)
 }
 
 // countKey groups the report's counts.
@@ -120,7 +152,7 @@ func (rw *rewrite) element(e *Element, depth int, creators map[uint32]string, ke
 		return rw.unlisted(e, depth)
 	}
 	a := r.resolve(rw.d.cols)
-	applied := resolveCompound(a, e)
+	applied := resolveCompound(a, t, e.IsSequence())
 	keyword := r.keyword
 	if keyword == "" {
 		keyword = t.Keyword()
@@ -190,7 +222,8 @@ func (rw *rewrite) apply(e *Element, a Action, depth int) *Element {
 		return e
 	case ActionD:
 		switch {
-		case e.IsSequence() && e.Tag == tagPersonIdentificationCodeSeq:
+		case e.IsSequence() && strings.HasSuffix(e.Tag.Keyword(), "CodeSequence"):
+			// The code itself identifies (a person, an institution).
 			return dummyCodeSequence(e)
 		case e.IsSequence():
 			return rw.recurse(e, depth)
@@ -289,8 +322,9 @@ func dummy(vr string) []byte {
 	return []byte("ANONYMIZED")
 }
 
-// dummyCodeSequence replaces the codes that identify a person with one
-// dummy code (Person Identification Code Sequence is Type 1).
+// dummyCodeSequence replaces codes that identify someone with one dummy
+// code (D on a code sequence, such as Person Identification Code Sequence,
+// which is Type 1).
 func dummyCodeSequence(e *Element) *Element {
 	ne := *e
 	ne.Items = []*Item{{Elements: []*Element{

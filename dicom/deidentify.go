@@ -130,12 +130,16 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 	if metaUID == "" {
 		metaUID = rd.Meta().MediaStorageSOPInstanceUID
 	}
-	if metaUID == "" {
-		return nil, parseErr(ReasonMissingSOPInstance, rd.Offset(), tagSOPInstanceUID, "no SOP Instance UID to name the output")
-	}
 	newInstance, err := rw.resolveUIDs(ctx, k, metaUID)
 	if err != nil {
 		return nil, err
+	}
+	if newInstance == "" {
+		// A dataset with no SOP Instance UID anywhere (a fragment, not an
+		// instance: the report says so). The File Meta still needs one.
+		if newInstance, err = deid.NewUID(); err != nil {
+			return nil, err
+		}
 	}
 	sopClass := sum.SOPClassUID
 	if sopClass == "" {
