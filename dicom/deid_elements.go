@@ -162,15 +162,29 @@ func (rw *rewrite) element(e *Element, depth int, creators map[uint32]string, ke
 }
 
 // unlisted handles an attribute that Table E.1-1 does not list: the Basic
-// Profile keeps it, but sequences are still searched, and a person's name
-// is blanked wherever it is.
+// Profile keeps it. Beyond the profile, sequences are still searched, a
+// person's name is blanked wherever it is, and text that can hold free
+// prose (LT, ST, UT, UC: SR TEXT items, comments) or short strings (LO,
+// SH) has the identifying values of the instance masked, since PS3.15
+// warns that the table alone may not be enough.
 func (rw *rewrite) unlisted(e *Element, depth int) *Element {
+	vr := effectiveVR(e)
 	switch {
 	case e.IsSequence():
 		return rw.recurse(e, depth)
-	case effectiveVR(e) == "PN" && len(e.Value) > 0:
+	case len(e.Value) == 0:
+		return e
+	case vr == "PN":
 		rw.count(e.Tag, e.Tag.Keyword()+" (unlisted person name)", ActionNone, ActionZ)
 		return withValue(e, nil)
+	case vr == "LT" || vr == "ST" || vr == "UT" || vr == "UC" || vr == "LO" || vr == "SH":
+		free := vr != "LO" && vr != "SH"
+		v := rw.scrub(e.Value, free)
+		if bytes.Equal(v, e.Value) {
+			return e
+		}
+		rw.count(e.Tag, e.Tag.Keyword()+" (unlisted text, cleaned)", ActionNone, ActionC)
+		return withValue(e, v)
 	}
 	return e
 }
@@ -374,7 +388,7 @@ func (rw *rewrite) clean(e *Element, vr string, depth int) *Element {
 	case "TM", "AE", "CS", "AS":
 		return e
 	case "LO", "SH", "ST", "LT", "UT", "UC", "PN":
-		return withValue(e, rw.scrub(e.Value))
+		return withValue(e, rw.scrub(e.Value, true))
 	}
 	return nil
 }
@@ -447,13 +461,15 @@ func shiftDT(s string, days int) (string, bool) {
 	return t.AddDate(0, 0, days).Format(layout) + rest, true
 }
 
-// scrub removes identifying values from free text: every value of an
-// attribute the profile removes or replaces, found anywhere in the text
-// (ASCII case-insensitively), and every run of five or more digits (IDs,
-// phone numbers, dates) is overwritten with '*', keeping the length. Text
-// in a multi-byte ISO 2022 character set cannot be searched safely byte by
-// byte and is emptied instead.
-func (rw *rewrite) scrub(v []byte) []byte {
+// scrub removes identifying values from text: the values of attributes
+// the profile removes or replaces (whole values, name components, dates
+// in common spellings), found anywhere in the text (ASCII
+// case-insensitively), are overwritten with '*', keeping the length. For
+// free text (free is true) the words of those values and every run of
+// five or more digits (IDs, phone numbers, dates) go too. Text in a
+// multi-byte ISO 2022 character set cannot be searched safely byte by byte
+// and is emptied instead, if it has any non-ASCII byte.
+func (rw *rewrite) scrub(v []byte, free bool) []byte {
 	if strings.Contains(rw.sum.SpecificCharacterSet, "2022") && bytes.ContainsFunc(v, func(r rune) bool { return r >= 0x80 || r == 0x1B }) {
 		return nil
 	}
@@ -462,17 +478,26 @@ func (rw *rewrite) scrub(v []byte) []byte {
 	}
 	out := bytes.Clone(v)
 	low := asciiLower(v)
-	for _, tok := range rw.tokens {
+	mask := func(tok []byte) {
 		for i := 0; ; {
 			j := bytes.Index(low[i:], tok)
 			if j < 0 {
-				break
+				return
 			}
 			for k := i + j; k < i+j+len(tok); k++ {
 				out[k] = '*'
 			}
 			i += j + len(tok)
 		}
+	}
+	for _, tok := range rw.tokens.strong {
+		mask(tok)
+	}
+	if !free {
+		return out
+	}
+	for _, tok := range rw.tokens.weak {
+		mask(tok)
 	}
 	run := 0
 	for i := 0; i <= len(out); i++ {
@@ -501,14 +526,21 @@ func asciiLower(b []byte) []byte {
 	return out
 }
 
+// tokens are identifying values of one instance, ASCII lower case,
+// longest first (so a name is masked whole before its parts).
+type tokens struct {
+	strong [][]byte // whole values, name components, dates
+	weak   [][]byte // words of longer values
+}
+
 // identifyingTokens collects, from every depth of the header, the values
-// of attributes the profile does not keep (and of private attributes), in
-// the forms free text would repeat them: whole values, name components,
-// words, and dates in common spellings.
-func identifyingTokens(elems []*Element, cols []int) [][]byte {
-	set := map[string]bool{}
-	add := func(s string) {
-		s = strings.ToLower(strings.TrimSpace(s))
+// of standard attributes the profile does not keep. Private attributes are
+// left out: they go anyway, and vendor strings in them ("SIEMENS") would
+// mask harmless text.
+func identifyingTokens(elems []*Element, cols []int) *tokens {
+	strong, weak := map[string]bool{}, map[string]bool{}
+	add := func(set map[string]bool, s string) {
+		s = string(asciiLower([]byte(strings.TrimSpace(s))))
 		if len(s) >= 3 {
 			set[s] = true
 		}
@@ -519,8 +551,12 @@ func identifyingTokens(elems []*Element, cols []int) [][]byte {
 			for _, it := range e.Items {
 				walk(it.Elements)
 			}
+			if e.Tag.IsPrivate() {
+				continue
+			}
 			r, listed := ruleFor(e.Tag)
-			if !listed && effectiveVR(e) != "PN" {
+			vr := effectiveVR(e)
+			if !listed && vr != "PN" {
 				continue
 			}
 			if listed {
@@ -531,23 +567,25 @@ func identifyingTokens(elems []*Element, cols []int) [][]byte {
 					}
 				}
 			}
-			switch vr := effectiveVR(e); vr {
+			switch vr {
 			case "PN":
 				for _, part := range strings.FieldsFunc(e.String(), func(r rune) bool { return strings.ContainsRune("^= ,.", r) }) {
-					add(part)
+					add(strong, part)
 				}
-			case "LO", "SH", "ST", "LT", "UT", "UC", "AE", "CS":
-				add(e.String())
-				for _, w := range strings.FieldsFunc(e.String(), func(r rune) bool { return strings.ContainsRune(` ,;:/\()-_"'`, r) }) {
-					if len(w) >= 4 {
-						add(w)
+			case "LO", "SH", "ST", "LT", "UT", "UC", "AE":
+				for _, v := range e.Strings() {
+					add(strong, v)
+					for _, w := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(` ,;:/()-_"'`, r) }) {
+						if len(w) >= 4 {
+							add(weak, w)
+						}
 					}
 				}
 			case "DA":
 				for _, d := range e.Strings() {
 					if t, err := time.Parse("20060102", d); err == nil {
 						for _, l := range []string{"20060102", "2006-01-02", "2006/01/02", "2006.01.02", "02/01/2006", "01/02/2006", "02.01.2006", "02-01-2006"} {
-							add(t.Format(l))
+							add(strong, t.Format(l))
 						}
 					}
 				}
@@ -555,11 +593,13 @@ func identifyingTokens(elems []*Element, cols []int) [][]byte {
 		}
 	}
 	walk(elems)
-	out := make([][]byte, 0, len(set))
-	for s := range set {
-		out = append(out, []byte(s))
+	list := func(set map[string]bool) [][]byte {
+		out := make([][]byte, 0, len(set))
+		for s := range set {
+			out = append(out, []byte(s))
+		}
+		slices.SortFunc(out, func(a, b []byte) int { return cmp.Or(cmp.Compare(len(b), len(a)), bytes.Compare(a, b)) })
+		return out
 	}
-	// Longest first, so that a name is masked whole before its parts.
-	slices.SortFunc(out, func(a, b []byte) int { return cmp.Or(cmp.Compare(len(b), len(a)), bytes.Compare(a, b)) })
-	return out
+	return &tokens{strong: list(strong), weak: list(weak)}
 }

@@ -295,7 +295,7 @@ type rewrite struct {
 	sum     Summary
 	ts      TransferSyntax
 	fixups  []fixup
-	tokens  [][]byte // identifying values, lower case, for cleaning text
+	tokens  *tokens // identifying values, for cleaning text
 	hdr     []*Element
 	report  *Report
 	counts  map[countKey]int
