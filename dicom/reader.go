@@ -34,6 +34,10 @@ type ReaderOptions struct {
 	MaxHeaderBytes int64
 	// MaxDepth bounds sequence nesting (0: DefaultMaxDepth).
 	MaxDepth int
+	// MaxPixelBytes, when positive, bounds the length of streamed Pixel
+	// Data (after inflation): a deflated dataset can claim gigabytes from
+	// a small input.
+	MaxPixelBytes int64
 }
 
 // FileMeta is the File Meta Information (group 0002) of an instance.
@@ -227,6 +231,9 @@ func (rd *Reader) Next() (*Element, error) {
 			}
 			rd.pixel = &fragmentStream{rd: rd, syn: syn}
 		} else {
+			if rd.opts.MaxPixelBytes > 0 && int64(h.Length) > rd.opts.MaxPixelBytes {
+				return nil, rd.fail(parseErr(ReasonTooLarge, h.Offset, t, "pixel data of %d bytes exceeds the limit of %d", h.Length, rd.opts.MaxPixelBytes))
+			}
 			rd.pixel = &valueStream{rd: rd, left: int64(h.Length), t: t}
 		}
 		rd.sum.observe(e)
@@ -466,6 +473,7 @@ type fragmentStream struct {
 	hdrOff int
 	hdrN   int
 	left   int64
+	total  int64
 	done   bool
 }
 
@@ -505,6 +513,10 @@ func (s *fragmentStream) Read(p []byte) (int, error) {
 			return 0, s.rd.fail(parseErr(ReasonMalformed, ih.Offset, tagPixelData, "bad item in encapsulated pixel data"))
 		default:
 			s.left = int64(ih.Length)
+			s.total += s.left
+			if max := s.rd.opts.MaxPixelBytes; max > 0 && s.total > max {
+				return 0, s.rd.fail(parseErr(ReasonTooLarge, ih.Offset, tagPixelData, "pixel data exceeds the limit of %d bytes", max))
+			}
 		}
 		var b bytes.Buffer
 		_ = wire.NewEncoder(&b, s.syn).WriteHeader(ih.Tag, "", ih.Length)
