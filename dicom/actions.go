@@ -35,6 +35,9 @@ func (a Action) String() string {
 	return "?"
 }
 
+// MarshalText writes the code as String does, for reports.
+func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
 // Option columns of Table E.1-1, in the order of the generated rules.
 const (
 	colSafePrivate = iota

@@ -10,47 +10,47 @@ import (
 // [MergeActions] adds up the reports of a packet.
 type Report struct {
 	// Profile is the profile applied, in its CLI form.
-	Profile           string
-	TransferSyntaxUID string
-	SOPClassUID       string
-	Modality          string
+	Profile           string `json:"profile"`
+	TransferSyntaxUID string `json:"transferSyntaxUID"`
+	SOPClassUID       string `json:"sopClassUID"`
+	Modality          string `json:"modality"`
 	// The new UIDs of the output instance.
-	StudyInstanceUID  string
-	SeriesInstanceUID string
-	SOPInstanceUID    string
+	StudyInstanceUID  string `json:"studyInstanceUID"`
+	SeriesInstanceUID string `json:"seriesInstanceUID"`
+	SOPInstanceUID    string `json:"sopInstanceUID"`
 	// Pseudonym is the patient's pseudonym (the output's Patient ID and
 	// Patient's Name); OffsetDays the date shift (applied only with
 	// retain-long-modified-dates).
-	Pseudonym  string
-	OffsetDays int
+	Pseudonym  string `json:"pseudonym"`
+	OffsetDays int    `json:"offsetDays"`
 	// BurnedIn reports that the pixels may show text (names, dates) that
 	// de-identification of the header cannot remove; a packet should
 	// withhold the instance. BurnedInReason says why.
-	BurnedIn       bool
-	BurnedInReason string
+	BurnedIn       bool   `json:"burnedIn"`
+	BurnedInReason string `json:"burnedInReason,omitempty"`
 	// Actions counts, per attribute and action, what was done.
-	Actions []ActionCount
+	Actions []ActionCount `json:"actions"`
 	// PixelBytes is the number of Pixel Data bytes copied through.
-	PixelBytes int64
+	PixelBytes int64 `json:"pixelBytes"`
 	// Problems lists what Inspect would have refused the input for,
 	// without stopping de-identification (the output fixes some of them,
 	// invalid UIDs for instance).
-	Problems []Reason
+	Problems []Reason `json:"problems,omitempty"`
 }
 
 // ActionCount is how often one action was applied to one attribute.
 type ActionCount struct {
 	// Tag is the attribute; for Private it is (gggg,0000) and stands for
 	// the whole private group.
-	Tag     Tag
-	Keyword string
+	Tag     Tag    `json:"tag"`
+	Keyword string `json:"keyword"`
 	// Rule is the action of Table E.1-1 under the options in effect
 	// (ActionNone for attributes the table does not list); Applied is what
 	// was done (compound codes resolved: see resolveCompound).
-	Rule    Action
-	Applied Action
-	Private bool
-	Count   int
+	Rule    Action `json:"rule"`
+	Applied Action `json:"applied"`
+	Private bool   `json:"private,omitempty"`
+	Count   int    `json:"count"`
 }
 
 // MergeActions adds up the action counts of several reports.

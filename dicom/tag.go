@@ -30,6 +30,9 @@ func (t Tag) IsPrivateCreator() bool {
 // String formats the tag as "(gggg,eeee)".
 func (t Tag) String() string { return fmt.Sprintf("(%04X,%04X)", t.Group(), t.Element()) }
 
+// MarshalText formats the tag as "(gggg,eeee)", for reports.
+func (t Tag) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
 // Keyword returns the PS3.6 keyword of the tag, or "" when unknown.
 func (t Tag) Keyword() string {
 	if r, ok := profileRules[t]; ok && r.keyword != "" {
