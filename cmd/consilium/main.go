@@ -33,7 +33,9 @@ type cli struct {
 
 // commands lists every subcommand. Each lives in its own file.
 func commands() map[string]command {
-	return map[string]command{}
+	return map[string]command{
+		"deid": {"de-identify DICOM or FHIR files with consistent pseudonyms", deidCommand},
+	}
 }
 
 func main() {
