@@ -476,54 +476,64 @@ func (rw *rewrite) scrub(v []byte, free bool) []byte {
 	if rw.tokens == nil {
 		rw.tokens = identifyingTokens(rw.hdr, rw.d.cols)
 	}
-	out := bytes.Clone(v)
-	low := asciiLower(v)
-	mask := func(tok []byte) {
-		for i := 0; ; {
-			j := bytes.Index(low[i:], tok)
-			if j < 0 {
-				return
-			}
-			for k := i + j; k < i+j+len(tok); k++ {
-				out[k] = '*'
-			}
-			i += j + len(tok)
+	rw.low = asciiLowerTo(rw.low[:0], v)
+	low := rw.low
+	var out []byte // allocated on the first match
+	mask := func(from, to int) {
+		if out == nil {
+			out = bytes.Clone(v)
+		}
+		for k := from; k < to; k++ {
+			out[k] = '*'
 		}
 	}
-	for _, tok := range rw.tokens.strong {
-		mask(tok)
-	}
-	if !free {
-		return out
-	}
-	for _, tok := range rw.tokens.weak {
-		mask(tok)
-	}
-	run := 0
-	for i := 0; i <= len(out); i++ {
-		if i < len(out) && out[i] >= '0' && out[i] <= '9' {
-			run++
-			continue
-		}
-		if run >= 5 {
-			for k := i - run; k < i; k++ {
-				out[k] = '*'
+	find := func(toks [][]byte) {
+		for _, tok := range toks {
+			if len(tok) > len(low) {
+				continue
+			}
+			for i := 0; ; {
+				j := bytes.Index(low[i:], tok)
+				if j < 0 {
+					break
+				}
+				mask(i+j, i+j+len(tok))
+				i += j + len(tok)
 			}
 		}
-		run = 0
+	}
+	find(rw.tokens.strong)
+	if free {
+		find(rw.tokens.weak)
+		run := 0
+		for i := 0; i <= len(v); i++ {
+			if i < len(v) && v[i] >= '0' && v[i] <= '9' {
+				run++
+				continue
+			}
+			if run >= 5 {
+				mask(i-run, i)
+			}
+			run = 0
+		}
+	}
+	if out == nil {
+		return v
 	}
 	return out
 }
 
-func asciiLower(b []byte) []byte {
-	out := make([]byte, len(b))
-	for i, c := range b {
+func asciiLower(b []byte) []byte { return asciiLowerTo(make([]byte, 0, len(b)), b) }
+
+// asciiLowerTo appends b, ASCII letters in lower case, to dst.
+func asciiLowerTo(dst, b []byte) []byte {
+	for _, c := range b {
 		if c >= 'A' && c <= 'Z' {
 			c += 'a' - 'A'
 		}
-		out[i] = c
+		dst = append(dst, c)
 	}
-	return out
+	return dst
 }
 
 // tokens are identifying values of one instance, ASCII lower case,

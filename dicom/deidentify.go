@@ -5,11 +5,14 @@ import (
 	"cmp"
 	"compress/flate"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/consilium/consilium/deid"
 	"github.com/consilium/consilium/dicom/internal/wire"
@@ -102,6 +105,16 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// A seekable source lets Pixel Data be copied by range (in the kernel,
+	// with copy_file_range, between two files) instead of through memory.
+	base := int64(-1)
+	if sk, ok := src.(io.Seeker); ok {
+		if _, ok := src.(io.ReaderAt); ok {
+			if pos, err := sk.Seek(0, io.SeekCurrent); err == nil {
+				base = pos
+			}
+		}
+	}
 	rd, err := NewReader(src, d.ropts)
 	if err != nil {
 		return nil, err
@@ -147,7 +160,12 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 	}
 	rw.finishReport(out, newInstance)
 
-	bw := bufio.NewWriterSize(dst, 256<<10)
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(dst)
+	defer func() {
+		bw.Reset(nil)
+		writerPool.Put(bw)
+	}()
 	if err := writeMeta(bw, sopClass, newInstance, rd.TransferSyntax().UID); err != nil {
 		return nil, err
 	}
@@ -169,7 +187,12 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 			return nil, err
 		}
 		chk := newPixelChecker(&sum, e)
-		n, err := io.Copy(io.MultiWriter(body, chk), rd.PixelData())
+		var n int64
+		if base >= 0 && fw == nil {
+			n, err = copyPixelRange(bw, dst, src, base, rd, e, chk)
+		} else {
+			n, err = io.Copy(io.MultiWriter(body, chk), rd.PixelData())
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -207,6 +230,88 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 		return nil, err
 	}
 	return rw.closeReport(), nil
+}
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256<<10) }}
+
+// copyPixelRange copies the Pixel Data value that starts at the reader's
+// position by byte range, from a seekable source: its extent is found from
+// the element length, or by walking the item headers of encapsulated data
+// (reading only their first bytes, for the checker). Between two files the
+// copy is done by the kernel. The reader then continues after it.
+func copyPixelRange(bw *bufio.Writer, dst io.Writer, src io.Reader, base int64, rd *Reader, e *Element, chk *pixelChecker) (int64, error) {
+	ra, sk := src.(io.ReaderAt), src.(io.Seeker)
+	size, err := sk.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	start := base + rd.Offset()
+	var n int64
+	if e.Length != UndefinedLength {
+		n = int64(e.Length)
+		if start+n > size {
+			return 0, parseErr(ReasonTruncated, size-base, e.Tag, "pixel data shorter than its length")
+		}
+	} else {
+		pos, index := start, 0
+		var hdr [8]byte
+		prefix := make([]byte, pixelPrefix)
+		for {
+			if pos+8 > size {
+				return 0, parseErr(ReasonTruncated, size-base, e.Tag, "pixel data without sequence delimiter")
+			}
+			if _, err := ra.ReadAt(hdr[:], pos); err != nil {
+				return 0, err
+			}
+			tag := uint32(binary.LittleEndian.Uint16(hdr[0:]))<<16 | uint32(binary.LittleEndian.Uint16(hdr[2:]))
+			length := binary.LittleEndian.Uint32(hdr[4:])
+			pos += 8
+			if tag == wire.SeqDelim {
+				break
+			}
+			if tag != wire.ItemTag || length == wire.Undefined {
+				return 0, parseErr(ReasonMalformed, pos-8-base, e.Tag, "bad item in encapsulated pixel data")
+			}
+			if pos+int64(length) > size {
+				return 0, parseErr(ReasonTruncated, size-base, e.Tag, "pixel data fragment shorter than its length")
+			}
+			if index > 0 && length > 0 {
+				p := prefix[:min(int64(length), pixelPrefix)]
+				if _, err := ra.ReadAt(p, pos); err != nil {
+					return 0, err
+				}
+				chk.checkPrefix(index, p)
+			}
+			pos += int64(length)
+			index++
+		}
+		n = pos - start
+	}
+	if err := bw.Flush(); err != nil {
+		return 0, err
+	}
+	var copied int64
+	srcFile, okSrc := src.(*os.File)
+	dstFile, okDst := dst.(*os.File)
+	if okSrc && okDst {
+		if _, err := srcFile.Seek(start, io.SeekStart); err != nil {
+			return 0, err
+		}
+		copied, err = io.Copy(dstFile, io.LimitReader(srcFile, n))
+	} else {
+		copied, err = io.Copy(bw, io.NewSectionReader(ra, start, n))
+	}
+	if err != nil {
+		return copied, err
+	}
+	if copied != n {
+		return copied, parseErr(ReasonTruncated, start-base+copied, e.Tag, "pixel data shorter than its length")
+	}
+	if _, err := sk.Seek(start+n, io.SeekStart); err != nil {
+		return copied, err
+	}
+	rd.resync(src, start+n-base)
+	return n, nil
 }
 
 // UIDs returns the original UIDs that Rewrite would remap in the instance
@@ -296,6 +401,7 @@ type rewrite struct {
 	ts      TransferSyntax
 	fixups  []fixup
 	tokens  *tokens // identifying values, for cleaning text
+	low     []byte  // scratch space for scrub
 	hdr     []*Element
 	report  *Report
 	counts  map[countKey]int

@@ -104,5 +104,14 @@ func FuzzRewrite(f *testing.F) {
 		if _, err := d.Rewrite(context.Background(), io.Discard, bytes.NewReader(out.Bytes()), key); err != nil {
 			t.Fatalf("output does not de-identify again: %v", err)
 		}
+		// The streaming path (no Seek) agrees with the by-range path.
+		var streamed bytes.Buffer
+		rep2, err := d.Rewrite(context.Background(), &streamed, struct{ io.Reader }{bytes.NewReader(b)}, key)
+		if err != nil {
+			t.Fatalf("streaming path fails where the range path did not: %v", err)
+		}
+		if rep2.PixelBytes != rep.PixelBytes || (rep2.SOPInstanceUID == rep.SOPInstanceUID && !bytes.Equal(streamed.Bytes(), out.Bytes())) {
+			t.Fatalf("streaming and range paths differ")
+		}
 	})
 }

@@ -1,6 +1,7 @@
 package dicom
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
@@ -87,7 +88,7 @@ func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}
-	rd := &Reader{dec: wire.NewDecoder(r, lookupVR), opts: opts}
+	rd := &Reader{dec: wire.NewDecoder(bufferFor(r), lookupVR), opts: opts}
 	if err := rd.readPreambleAndMeta(); err != nil {
 		return nil, err
 	}
@@ -258,6 +259,26 @@ func (rd *Reader) PixelData() io.Reader {
 		return nil
 	}
 	return rd.pixel
+}
+
+// bufferFor buffers a source. A seekable one (a file) gets a small
+// buffer: its Pixel Data is usually copied by range, not read, so reading
+// far ahead of the header is wasted.
+func bufferFor(r io.Reader) io.Reader {
+	if _, ok := r.(io.ReaderAt); ok {
+		if _, ok := r.(io.Seeker); ok {
+			return bufio.NewReaderSize(r, 16<<10)
+		}
+	}
+	return r
+}
+
+// resync continues reading from r, positioned at byte off of the
+// stream, after a caller copied the pixel data by range (see Rewrite).
+func (rd *Reader) resync(r io.Reader, off int64) {
+	rd.dec = wire.NewDecoder(bufferFor(r), lookupVR)
+	rd.dec.SetOffset(off)
+	rd.pixel = nil
 }
 
 func (rd *Reader) fail(err error) error {

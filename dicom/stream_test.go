@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -159,4 +161,39 @@ func BenchmarkRewrite(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "instances/s")
+}
+
+// TestRewriteFileToFile checks the kernel-copy path (source and
+// destination both files) against the in-memory one.
+func TestRewriteFileToFile(t *testing.T) {
+	valid, _ := corpus(t)
+	d := newDeidentifier(t, "basic", keyedSource(t))
+	for _, p := range valid {
+		in, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outPath := filepath.Join(t.TempDir(), "out.dcm")
+		out, err := os.Create(outPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = d.Rewrite(context.Background(), out, in, testKey)
+		in.Close()
+		out.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", rel(t, p), err)
+		}
+		viaFiles, _ := os.ReadFile(outPath)
+		b, _ := os.ReadFile(p)
+		var viaMemory bytes.Buffer
+		if _, err := d.Rewrite(context.Background(), &viaMemory, bytes.NewReader(b), testKey); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(viaFiles, viaMemory.Bytes()) {
+			if s, _ := dicom.Inspect(bytes.NewReader(b), dicom.ReaderOptions{AllowNoMeta: true}); s.SOPInstanceUID != "" {
+				t.Errorf("%s: file-to-file output differs from the in-memory one", rel(t, p))
+			}
+		}
+	}
 }

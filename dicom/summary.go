@@ -350,6 +350,12 @@ func (c *pixelChecker) Write(p []byte) (int, error) {
 func (c *pixelChecker) checkFragment() {
 	b := c.prefix
 	c.prefix = c.prefix[:0]
+	c.checkPrefix(c.index-1, b)
+}
+
+// checkPrefix checks the first bytes (up to pixelPrefix) of fragment n
+// (1 is the first after the Basic Offset Table).
+func (c *pixelChecker) checkPrefix(n int, b []byte) {
 	if c.err != nil || len(b) < 4 {
 		return
 	}
@@ -359,7 +365,7 @@ func (c *pixelChecker) checkFragment() {
 	case b[0] == 0xFF && b[1] == 0x4F && b[2] == 0xFF && b[3] == 0x51:
 		w, h, ok = j2kSize(b)
 		if !ok {
-			c.err = parseErr(ReasonPixelData, c.base, tagPixelData, "fragment %d: broken JPEG 2000 SIZ marker", c.index-1)
+			c.err = parseErr(ReasonPixelData, c.base, tagPixelData, "fragment %d: broken JPEG 2000 SIZ marker", n)
 			return
 		}
 	case b[0] == 0xFF && b[1] == 0xD8:
@@ -371,7 +377,7 @@ func (c *pixelChecker) checkFragment() {
 		return
 	}
 	if w != c.cols || (h != c.rows && h != 0) {
-		c.err = parseErr(ReasonPixelData, c.base, tagPixelData, "fragment %d: codestream is %dx%d, Rows/Columns say %dx%d", c.index-1, w, h, c.cols, c.rows)
+		c.err = parseErr(ReasonPixelData, c.base, tagPixelData, "fragment %d: codestream is %dx%d, Rows/Columns say %dx%d", n, w, h, c.cols, c.rows)
 	}
 }
 
