@@ -2,6 +2,7 @@ package dicom_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/consilium/consilium/internal/testenv"
 
+	"github.com/consilium/consilium/deid"
 	"github.com/consilium/consilium/dicom"
 )
 
@@ -258,4 +260,33 @@ func ExampleReader() {
 	// Output:
 	// (7FE0,0010) streamed 32768 bytes
 	// CT
+}
+
+func ExampleDeidentifier_Rewrite() {
+	// The gateway passes keyring.Derive("pseudonyms"); the CLI reads a file.
+	src, err := deid.NewKeyed(bytes.Repeat([]byte{7}, 32), deid.KeyedOptions{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	profile, _ := deid.ParseDICOMProfile("basic,retain-long-modified-dates")
+	d, err := dicom.NewDeidentifier(dicom.Options{Profile: profile, Source: src})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	in, err := os.Open("../../shared/testdata/dicom/modality/ct/CT_small.dcm")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer in.Close()
+	var out bytes.Buffer
+	rep, err := d.Rewrite(context.Background(), &out, in, dicom.PatientKey("ACME|patient-42"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(rep.PixelBytes, rep.BurnedIn, strings.HasPrefix(rep.StudyInstanceUID, "2.25."), deid.IsPseudonym(rep.Pseudonym))
+	// Output: 32768 false true true
 }
