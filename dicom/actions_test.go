@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -601,5 +603,48 @@ func TestReportCounts(t *testing.T) {
 	}
 	if d.rep.Removed() < 3 {
 		t.Errorf("Removed() = %d", d.rep.Removed())
+	}
+}
+
+// recordingSource remembers which originals each UIDs call asked for.
+type recordingSource struct {
+	deid.Source
+	calls [][]string
+}
+
+func (r *recordingSource) UIDs(ctx context.Context, key string, o []string) ([]string, error) {
+	r.calls = append(r.calls, append([]string(nil), o...))
+	return r.Source.UIDs(ctx, key, o)
+}
+
+// TestPrefetchUIDs checks that Deidentifier.UIDs lists every UID Rewrite
+// asks the source for, so a caller can batch a whole study in one call,
+// and that Rewrite asks in one call per instance.
+func TestPrefetchUIDs(t *testing.T) {
+	valid, _ := corpus(t)
+	for _, p := range valid {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &recordingSource{Source: keyedSource(t)}
+		d := newDeidentifier(t, "basic", rec)
+		want, err := d.UIDs(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", rel(t, p), err)
+		}
+		if _, err := d.Rewrite(context.Background(), io.Discard, bytes.NewReader(b), testKey); err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.calls) > 1 {
+			t.Errorf("%s: %d UIDs calls, want at most 1", rel(t, p), len(rec.calls))
+		}
+		for _, c := range rec.calls {
+			for _, u := range c {
+				if !slices.Contains(want, u) {
+					t.Errorf("%s: Rewrite asked for a UID that UIDs did not list", rel(t, p))
+				}
+			}
+		}
 	}
 }

@@ -50,7 +50,6 @@ type Summary struct {
 	// seen records which pixel module attributes were present, and with
 	// a value.
 	seen map[Tag]bool
-	bad  *ParseError
 }
 
 func (s *Summary) observe(e *Element) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -88,5 +87,4 @@ func TestConsistentWithDICOM(t *testing.T) {
 		study.Series[0].Instance[0].UID != img.SOPInstanceUID {
 		t.Errorf("UIDs disagree: FHIR %+v, DICOM %s %s %s", study, img.StudyInstanceUID, img.SeriesInstanceUID, img.SOPInstanceUID)
 	}
-	_ = io.Discard
 }
