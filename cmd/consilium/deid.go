@@ -1,0 +1,425 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/consilium/consilium/deid"
+	"github.com/consilium/consilium/dicom"
+	"github.com/consilium/consilium/fhir"
+)
+
+const deidUsage = `Usage:
+  consilium deid dicom --profile basic[,option...] --secret-file F --out DIR FILE_OR_DIR...
+  consilium deid fhir  --profile shifted|safe-harbor[,keep-free-text] --secret-file F --out FILE_OR_DIR FILE_OR_DIR...
+
+De-identifies DICOM instances (PS3.15 Annex E) or FHIR R4 resources, bundles
+and NDJSON files, with pseudonyms derived from a secret (HMAC-SHA256): the
+same secret gives the same pseudonym, date shift and UIDs in every run.
+
+The secret file holds at least 32 bytes (for example: head -c 32 /dev/urandom
+> secret); CONSILIUM_DEID_SECRET_FILE names it when --secret-file is not given.
+
+Patient key: DICOM uses the Patient ID (else the Study Instance UID); FHIR the
+Patient's MR identifier (else Patient.id). A study and a bundle of one patient
+get the same pseudonym and date shift when the hospital's MRN is the DICOM
+Patient ID; --patient-key overrides both for every input.
+
+DICOM options: retain-long-modified-dates retain-long-full-dates
+retain-patient-chars retain-device-id retain-institution-id retain-uids
+retain-safe-private clean-descriptors clean-structured-content.
+
+Outputs carry no identifiers in their names: DICOM files are named by their
+new SOP Instance UID; FHIR outputs are numbered in input order. The summary
+says what was removed, withheld (burned-in text, excluded resources) and why;
+the exit status is 1 when any input failed.
+`
+
+func deidCommand(ctx context.Context, env *cli, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(env.stderr, deidUsage)
+		if len(args) == 0 {
+			return usagef("want dicom or fhir")
+		}
+		return flag.ErrHelp
+	}
+	kind := args[0]
+	fset := flag.NewFlagSet("deid "+kind, flag.ContinueOnError)
+	fset.SetOutput(env.stderr)
+	fset.Usage = func() { fmt.Fprint(env.stderr, deidUsage, "\nFlags:\n"); fset.PrintDefaults() }
+	profile := fset.String("profile", "", "profile and options, comma-separated (dicom: basic; fhir: shifted or safe-harbor)")
+	secretFile := fset.String("secret-file", "", "file holding the pseudonym secret (env CONSILIUM_DEID_SECRET_FILE)")
+	out := fset.String("out", "", "output directory (fhir: or file, for one input)")
+	patientKey := fset.String("patient-key", "", "patient key for every input, instead of the one read from the data")
+	labels := fset.String("exclude-labels", "", "fhir: more meta.security codes whose resources are excluded (besides PSY,HIV,ETH,SEX)")
+	jobs := fset.Int("jobs", runtime.GOMAXPROCS(0), "dicom: files de-identified in parallel")
+	if err := fset.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *secretFile == "" {
+		*secretFile = env.getenv("CONSILIUM_DEID_SECRET_FILE")
+	}
+	switch {
+	case kind != "dicom" && kind != "fhir":
+		return usagef("unknown kind %q: want dicom or fhir", kind)
+	case *secretFile == "":
+		return usagef("--secret-file is required")
+	case *out == "":
+		return usagef("--out is required")
+	case fset.NArg() == 0:
+		return usagef("no input files")
+	case *jobs < 1:
+		return usagef("--jobs must be at least 1")
+	}
+	secret, err := os.ReadFile(*secretFile)
+	if err != nil {
+		return fmt.Errorf("reading the secret: %w", err)
+	}
+	src, err := deid.NewKeyed(secret, deid.KeyedOptions{})
+	if err != nil {
+		return err
+	}
+	if kind == "dicom" {
+		p, err := deid.ParseDICOMProfile(*profile)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		return deidDICOM(ctx, env, p, src, *out, *patientKey, *jobs, fset.Args())
+	}
+	if *profile == "" {
+		*profile = deid.Shifted
+	}
+	p, err := deid.ParseFHIRProfile(*profile)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	var extra []string
+	if *labels != "" {
+		extra = strings.Split(*labels, ",")
+	}
+	return deidFHIR(ctx, env, p, src, *out, *patientKey, extra, fset.Args())
+}
+
+// inputs expands files and directories (recursively) into files, sorted;
+// keep says which files of a directory to take.
+func inputs(args []string, keep func(string) bool) ([]string, error) {
+	var files []string
+	for _, a := range args {
+		fi, err := os.Stat(a)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			files = append(files, a)
+			continue
+		}
+		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(d.Name(), ".") && p != a {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if d.Type().IsRegular() && keep(p) {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+type dicomResult struct {
+	in, out string
+	rep     *dicom.Report
+	keyNote string
+	err     error
+}
+
+func deidDICOM(ctx context.Context, env *cli, p deid.Profile, src deid.Source, outDir, key string, jobs int, args []string) error {
+	files, err := inputs(args, func(string) bool { return true })
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	d, err := dicom.NewDeidentifier(dicom.Options{Profile: p, Source: src, Reader: dicom.ReaderOptions{AllowNoMeta: true}})
+	if err != nil {
+		return err
+	}
+	results := make([]dicomResult, len(files))
+	names := &outNames{taken: map[string]bool{}}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(jobs, len(files)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				results[i] = deidOneDICOM(ctx, d, files[i], outDir, key, names)
+			}
+		}()
+	}
+	for i := range files {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	var failed, withheld, removed int
+	var reports []*dicom.Report
+	for _, r := range results {
+		switch {
+		case r.err != nil:
+			failed++
+			fmt.Fprintf(env.stdout, "FAIL     %s: %v\n", r.in, r.err)
+			continue
+		case r.rep.BurnedIn:
+			withheld++
+			fmt.Fprintf(env.stdout, "WITHHOLD %s -> %s: %s\n", r.in, r.out, r.rep.BurnedInReason)
+		default:
+			fmt.Fprintf(env.stdout, "ok       %s -> %s\n", r.in, r.out)
+		}
+		removed += r.rep.Removed()
+		reports = append(reports, r.rep)
+		if r.keyNote != "" {
+			fmt.Fprintf(env.stdout, "         %s\n", r.keyNote)
+		}
+		if len(r.rep.Problems) > 0 {
+			fmt.Fprintf(env.stdout, "         input defects (fixed or kept): %v\n", r.rep.Problems)
+		}
+	}
+	fmt.Fprintf(env.stdout, "\nprofile %s: %d de-identified, %d may show burned-in text (withhold them), %d failed\n", p, len(reports), withheld, failed)
+	fmt.Fprintf(env.stdout, "attributes removed or emptied: %d; by action:\n", removed)
+	byAction := map[string]int{}
+	for _, a := range dicom.MergeActions(reports...) {
+		byAction[a.Applied.String()] += a.Count
+	}
+	for _, a := range []string{"X", "Z", "D", "U", "C", "K"} {
+		if byAction[a] > 0 {
+			fmt.Fprintf(env.stdout, "  %-2s %d\n", a, byAction[a])
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d inputs failed", failed, len(files))
+	}
+	return nil
+}
+
+// outNames hands out output names: two inputs may hold the same instance
+// (the same SOP Instance UID in two encodings), and neither may overwrite
+// the other.
+type outNames struct {
+	mu    sync.Mutex
+	taken map[string]bool
+}
+
+func (o *outNames) claim(dir, uid string) (string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	name := uid + ".dcm"
+	dup := false
+	for n := 2; o.taken[name]; n++ {
+		name, dup = fmt.Sprintf("%s-%d.dcm", uid, n), true
+	}
+	o.taken[name] = true
+	return filepath.Join(dir, name), dup
+}
+
+func deidOneDICOM(ctx context.Context, d *dicom.Deidentifier, in, outDir, key string, names *outNames) (res dicomResult) {
+	res.in = in
+	f, err := os.Open(in)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer f.Close()
+	tmp, err := os.CreateTemp(outDir, ".deid-*.dcm")
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer func() {
+		if res.err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	keyFn := func(s dicom.Summary) (string, error) {
+		switch {
+		case key != "":
+			return key, nil
+		case s.PatientID != "":
+			return s.PatientID, nil
+		case s.StudyInstanceUID != "":
+			res.keyNote = "no Patient ID: pseudonym and date shift keyed by the study"
+			return "study|" + s.StudyInstanceUID, nil
+		}
+		return "", errors.New("no Patient ID and no Study Instance UID: pass --patient-key")
+	}
+	rep, err := d.Rewrite(ctx, tmp, f, keyFn)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	if err := tmp.Close(); err != nil {
+		res.err = err
+		return res
+	}
+	var dup bool
+	res.out, dup = names.claim(outDir, rep.SOPInstanceUID)
+	if dup {
+		res.keyNote = strings.TrimPrefix(res.keyNote+"; another input holds the same SOP Instance UID", "; ")
+	}
+	if err := os.Rename(tmp.Name(), res.out); err != nil {
+		res.err = err
+		return res
+	}
+	res.rep = rep
+	return res
+}
+
+func deidFHIR(ctx context.Context, env *cli, p deid.Profile, src deid.Source, out, key string, labels, args []string) error {
+	files, err := inputs(args, func(p string) bool {
+		return strings.HasSuffix(p, ".json") || strings.HasSuffix(p, ".ndjson")
+	})
+	if err != nil {
+		return err
+	}
+	keyFn := func(pt fhir.DeidPatient) (string, error) {
+		switch {
+		case key != "":
+			return key, nil
+		case pt.MRN != "":
+			return pt.MRN, nil
+		case pt.ID != "":
+			return pt.ID, nil
+		}
+		return pt.FullURL, nil
+	}
+	d, err := fhir.NewDeidentifier(fhir.DeidOptions{Profile: p, Source: src, PatientKey: keyFn, SensitiveLabels: labels})
+	if err != nil {
+		return err
+	}
+	// One input and an --out that is not a directory: write that file.
+	single := false
+	if fi, err := os.Stat(out); len(files) == 1 && (err != nil || !fi.IsDir()) && (strings.HasSuffix(out, ".json") || strings.HasSuffix(out, ".ndjson")) {
+		single = true
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	total := &fhir.DeidReport{Profile: p.String()}
+	failed := 0
+	for i, in := range files {
+		target := out
+		if !single {
+			ext := ".json"
+			if strings.HasSuffix(in, ".ndjson") {
+				ext = ".ndjson"
+			}
+			target = filepath.Join(out, fmt.Sprintf("%06d%s", i+1, ext))
+		}
+		rep, wrote, err := deidOneFHIR(ctx, d, in, target)
+		if err != nil {
+			failed++
+			fmt.Fprintf(env.stdout, "FAIL     %s: %v\n", in, err)
+			continue
+		}
+		total.Merge(rep)
+		switch {
+		case !wrote:
+			fmt.Fprintf(env.stdout, "EXCLUDED %s: %s\n", in, describeExcluded(rep))
+		case rep.ExcludedCount() > 0:
+			fmt.Fprintf(env.stdout, "ok       %s -> %s (left out: %s)\n", in, target, describeExcluded(rep))
+		default:
+			fmt.Fprintf(env.stdout, "ok       %s -> %s\n", in, target)
+		}
+	}
+	fmt.Fprintf(env.stdout, "\nprofile %s: %d resources de-identified, %d excluded, %d elements removed, %d failed inputs\n",
+		p, total.Resources, total.ExcludedCount(), total.Removed(), failed)
+	for _, e := range total.Excluded {
+		fmt.Fprintf(env.stdout, "  excluded %d %s: %s\n", e.Count, e.ResourceType, e.Reason)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d inputs failed", failed, len(files))
+	}
+	return nil
+}
+
+func describeExcluded(r *fhir.DeidReport) string {
+	var parts []string
+	for _, e := range r.Excluded {
+		parts = append(parts, fmt.Sprintf("%d %s (%s)", e.Count, e.ResourceType, e.Reason))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// deidOneFHIR de-identifies one file; wrote is false when everything in it
+// was excluded.
+func deidOneFHIR(ctx context.Context, d *fhir.Deidentifier, in, target string) (*fhir.DeidReport, bool, error) {
+	b, err := os.ReadFile(in)
+	if err != nil {
+		return nil, false, err
+	}
+	var out []byte
+	var rep *fhir.DeidReport
+	if strings.HasSuffix(in, ".ndjson") {
+		var buf bytes.Buffer
+		rep, err = d.DeidentifyNDJSON(ctx, &buf, bytes.NewReader(b))
+		out = buf.Bytes()
+	} else {
+		out, rep, err = d.Deidentify(ctx, b)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if len(out) == 0 {
+		return rep, false, nil
+	}
+	if err := writeFileAtomic(target, out); err != nil {
+		return nil, false, err
+	}
+	return rep, true, nil
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".deid-*")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(tmp, bytes.NewReader(b)); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
