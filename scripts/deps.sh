@@ -2,7 +2,8 @@
 # Installs what the tests need on a fresh machine, idempotently:
 #   - the Debian packages listed in .ci/apt-packages (as root, or with sudo);
 #   - the pinned MinIO server, built with `go install` into a cache folder;
-#   - the npm clients used by interoperability tests (interop/package.json).
+#   - the npm clients used by interoperability tests (interop/*/package.json,
+#     each with its package-lock.json, installed with `npm ci`).
 # Prints nothing but progress on stderr; `scripts/deps.sh minio-bin` prints
 # the MinIO binary path on stdout.
 set -euo pipefail
@@ -42,15 +43,19 @@ minio_bin() {
 }
 
 npm_packages() {
-	[ -f interop/package.json ] || return 0
+	local dirs=()
+	for f in interop/*/package.json; do [ -f "$f" ] && dirs+=("$(dirname "$f")"); done
+	[ ${#dirs[@]} -eq 0 ] && return 0
 	if ! command -v npm >/dev/null; then
 		log "npm is missing; interoperability tests will skip, or fail under CI=true"
 		return 0
 	fi
-	if [ ! -d interop/node_modules ] || [ interop/package-lock.json -nt interop/node_modules ]; then
-		log "installing npm clients for interoperability tests"
-		(cd interop && npm ci --no-audit --no-fund --loglevel=error >&2)
-	fi
+	for d in "${dirs[@]}"; do
+		if [ ! -d "$d/node_modules" ] || [ "$d/package-lock.json" -nt "$d/node_modules" ]; then
+			log "installing npm clients in $d"
+			(cd "$d" && npm ci --no-audit --no-fund --loglevel=error >&2 && touch node_modules)
+		fi
+	done
 }
 
 case "${1:-all}" in
