@@ -144,7 +144,9 @@ func put(t *testing.T, s storage.Store, name string, data []byte) {
 	}
 }
 
-func lines(b []byte) [][]byte { return bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) }
+func lines(b []byte) [][]byte {
+	return bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+}
 
 func join(ls [][]byte) []byte {
 	var out []byte
