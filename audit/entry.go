@@ -229,3 +229,7 @@ func EntryHash(line []byte) (computed, claimed string, err error) {
 	sum := sha256.Sum256(canon)
 	return hex.EncodeToString(sum[:]), claimed, nil
 }
+
+// ValidToken reports whether s may be stored as a target, actor or
+// request id: empty, or at most 200 bytes of [A-Za-z0-9._:/-@+].
+func ValidToken(s string) bool { return isToken(s) }

@@ -281,8 +281,7 @@ func WriteFHIRBundle(w io.Writer, entries iter.Seq2[Entry, error], now time.Time
 	n := 0
 	for e, err := range entries {
 		if err != nil {
-			bw.Flush()
-			return err
+			return err // unflushed: a failure before 32 KiB leaves nothing written
 		}
 		res, err := json.Marshal(toAuditEvent(e))
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 type requestInfo struct {
 	id        string
 	principal *certs.Principal
+	audit     auditState // what the handler tells the audit hook (audit.go)
 }
 
 type requestInfoKey struct{}

@@ -16,7 +16,10 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /healthz", s.wrap(s.healthz, public()))
 	mux.Handle("GET /readyz", s.wrap(s.readyz, public()))
 	mux.Handle("GET /whoami", s.wrap(s.whoami))
-	mux.Handle("GET /metrics", s.wrap(s.metricsRoute))
+	mux.Handle("GET /metrics", s.wrap(s.metricsRoute, unaudited()))
+	mux.Handle("GET /audit", s.wrap(s.auditSearch))
+	mux.Handle("GET /audit/verify", s.wrap(s.auditVerify))
+	mux.Handle("GET /audit/export", s.wrap(s.auditExport))
 	mux.Handle("/", s.wrap(s.notFound))
 	return mux
 }

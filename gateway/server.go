@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/consilium/consilium/audit"
 	"github.com/consilium/consilium/storage"
 )
 
@@ -104,6 +105,10 @@ type Options struct {
 	Registry *prometheus.Registry
 	// ReadyChecks are run by /readyz in addition to the store check.
 	ReadyChecks []func(context.Context) error
+	// Audit is the audit trail every request is recorded in (see
+	// audit.go for the hook). Required: the gateway does not serve
+	// unaudited.
+	Audit *audit.Log
 	// Revoked, when set, is asked on every request whether the caller's
 	// certificate has been revoked since its connection was established,
 	// so a revocation also ends keep-alive connections, not only new
@@ -122,6 +127,9 @@ type Server struct {
 	ready   []func(context.Context) error
 	revoked func(*x509.Certificate) bool
 	handler http.Handler
+
+	audit         *audit.Log
+	auditFailures *prometheus.CounterVec
 }
 
 // New builds a gateway from its configuration and collaborators.
@@ -154,6 +162,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		metrics: m,
 		ready:   opts.ReadyChecks,
 		revoked: opts.Revoked,
+	}
+	if err := s.initAudit(opts.Audit, reg); err != nil {
+		return nil, err
 	}
 	s.handler = s.observe(s.routes())
 	return s, nil
