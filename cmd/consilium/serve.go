@@ -12,6 +12,7 @@ import (
 
 	"aead.dev/minisign"
 
+	"github.com/consilium/consilium/audit"
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/gateway"
 	"github.com/consilium/consilium/internal/devenv"
@@ -59,10 +60,11 @@ func runServe(ctx context.Context, env *cli, args []string) error {
 	}
 	log := newLogger(env, cfg.Log)
 
-	srv, stls, err := buildGateway(ctx, cfg, log)
+	srv, stls, alog, err := buildGateway(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	defer alog.Close() // after the last request: commits what is queued, signs a final checkpoint
 	if *dev {
 		printDev(env, layout, srv.Addr())
 	}
@@ -115,33 +117,61 @@ func devConfig(dir, addr string) (serveConfig, devenv.Layout, error) {
 	return cfg, layout, nil
 }
 
-// buildGateway opens the store, loads keys and builds the gateway.
-func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*gateway.Server, *certs.ServerTLS, error) {
+// buildGateway opens the store, loads keys, opens the audit log and
+// builds the gateway. The caller closes the audit log after serving.
+func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*gateway.Server, *certs.ServerTLS, *audit.Log, error) {
 	backend, err := openBackend(ctx, cfg.Storage)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	kr, err := storage.LoadKeyring(cfg.KeyringFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("storage keyring: %w", err)
+		return nil, nil, nil, fmt.Errorf("storage keyring: %w", err)
 	}
-	if _, err := loadSigningKey(cfg.SigningKeyFile, cfg.SigningKeyPasswordFile); err != nil {
-		return nil, nil, err
+	key, err := loadSigningKey(cfg.SigningKeyFile, cfg.SigningKeyPasswordFile)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	stls, err := certs.NewServerTLS(cfg.TLS, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	// The audit log goes to the raw backend, not the encrypted store: it
+	// holds pseudonyms only, and `consilium audit verify` then needs only
+	// the store and the gateway's public key.
+	acfg := auditConfig(cfg, log)
+	alog, err := audit.Open(ctx, acfg, audit.Options{Store: backend, Signer: key, Logger: log})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("audit log: %w", err)
 	}
 	srv, err := gateway.New(cfg.Gateway, gateway.Options{
 		Logger:  log,
 		TLS:     stls.Config(),
 		Store:   storage.NewEncrypted(backend, kr),
+		Audit:   alog,
 		Revoked: stls.IsRevoked,
 	})
 	if err != nil {
-		return nil, nil, err
+		alog.Close()
+		return nil, nil, nil, err
 	}
-	return srv, stls, nil
+	return srv, stls, alog, nil
+}
+
+// auditConfig settles the audit retention the backend can give: by
+// default governance retention where the store enforces it (read-only
+// files, or a MinIO bucket with object lock), none elsewhere.
+func auditConfig(cfg serveConfig, log *slog.Logger) audit.Config {
+	a := cfg.Audit
+	if a.RetentionMode == "" {
+		if cfg.Storage.Backend == "minio" && !cfg.Storage.MinIO.ObjectLock {
+			a.RetentionMode = audit.RetentionNone
+			log.Warn("the audit trail is not write-once: the MinIO bucket has no object lock (set CONSILIUM_MINIO_OBJECT_LOCK=true on a new bucket)")
+		} else {
+			a.RetentionMode = audit.RetentionGovernance
+		}
+	}
+	return a
 }
 
 // openBackend builds the configured storage backend.
