@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/consilium/consilium/audit"
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/policy"
 )
@@ -28,6 +31,11 @@ func (s *Server) authorize(r *http.Request, in policy.Input) (policy.Decision, e
 	d, err := s.policy.Decide(r.Context(), in)
 	ri := requestInfoFrom(r.Context())
 	ri.decisions = append(ri.decisions, decisionRecord{action: in.Action, decision: d})
+	if err != nil {
+		setAuditDecision(r, audit.Decision{Allow: false, Reasons: []string{"the policy engine could not decide"}, PolicyVersion: d.PolicyVersion})
+	} else {
+		setAuditDecision(r, audit.Decision{Allow: d.Allow, Reasons: auditReasons(d.Reasons), InputDigest: d.InputDigest, PolicyVersion: d.PolicyVersion})
+	}
 	if err != nil {
 		return d, withStatus(http.StatusInternalServerError, "the policy engine could not decide", err)
 	}
@@ -58,4 +66,28 @@ func policyPrincipal(p certs.Principal) policy.Principal {
 type decisionRecord struct {
 	action   policy.Action
 	decision policy.Decision
+}
+
+// auditReasons fits a decision's reasons into the audit entry's limits
+// (a custom policy bundle may say more): at most 32 reasons of at most 500
+// bytes, control characters replaced.
+func auditReasons(reasons []string) []string {
+	const maxReasons, maxLen = 32, 500
+	if len(reasons) > maxReasons {
+		reasons = reasons[:maxReasons]
+	}
+	out := make([]string, 0, len(reasons))
+	for _, r := range reasons {
+		r = strings.Map(func(c rune) rune {
+			if c < 0x20 || c == 0x7f || c == utf8.RuneError {
+				return ' '
+			}
+			return c
+		}, strings.ToValidUTF8(r, " "))
+		if len(r) > maxLen {
+			r = strings.ToValidUTF8(r[:maxLen], "") // drops a cut rune
+		}
+		out = append(out, r)
+	}
+	return out
 }

@@ -17,6 +17,8 @@ type requestInfo struct {
 	// render, when set, writes error answers in the route family's own
 	// format (OperationOutcome on FHIR routes, DICOM JSON on DICOMweb).
 	render errorRenderer
+	// audit is what the handler tells the audit hook (audit.go).
+	audit auditState
 }
 
 type requestInfoKey struct{}

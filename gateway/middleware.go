@@ -81,9 +81,10 @@ func newRequestID() string {
 // route is one registered route: its handler and how much of the request
 // it accepts.
 type route struct {
-	public  bool          // served without a client certificate
-	maxBody int64         // 0: Config.MaxBodyBytes; <0: unbounded (streaming routes)
-	render  errorRenderer // nil: JSON errorBody
+	public    bool          // served without a client certificate
+	unaudited bool          // leaves no audit entry (see audit.go)
+	maxBody   int64         // 0: Config.MaxBodyBytes; <0: unbounded (streaming routes)
+	render    errorRenderer // nil: JSON errorBody
 }
 
 // RouteOption adjusts a route.
@@ -91,6 +92,10 @@ type routeOption func(*route)
 
 // public marks a route that needs no client certificate.
 func public() routeOption { return func(r *route) { r.public = true } }
+
+// unaudited marks a route whose requests leave no audit entry (metrics
+// scrapes). Public routes are never audited.
+func unaudited() routeOption { return func(r *route) { r.unaudited = true } }
 
 // maxBody sets a route's body bound; n < 0 means unbounded (the route
 // streams and enforces its own limits).
@@ -103,8 +108,8 @@ func renderErrors(render errorRenderer) routeOption { return func(r *route) { r.
 // error, which errors.go turns into a status and body.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-// wrap builds the per-route chain: authentication, body bounds, and error
-// rendering.
+// wrap builds the per-route chain: authentication, body bounds, error
+// rendering, and the audit hook (audit.go).
 func (s *Server) wrap(h handlerFunc, opts ...routeOption) http.Handler {
 	rt := route{}
 	for _, o := range opts {
@@ -114,7 +119,7 @@ func (s *Server) wrap(h handlerFunc, opts ...routeOption) http.Handler {
 	if limit == 0 {
 		limit = s.cfg.MaxBodyBytes
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serve := func(w http.ResponseWriter, r *http.Request) {
 		requestInfoFrom(r.Context()).render = rt.render
 		if !rt.public {
 			p, err := s.principalOf(r)
@@ -134,6 +139,17 @@ func (s *Server) wrap(h handlerFunc, opts ...routeOption) http.Handler {
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
+	}
+	if rt.public || rt.unaudited {
+		return http.HandlerFunc(serve)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Deferred, so that a request whose handler panics is recorded
+		// too (as a 500) while the panic goes on to observe.
+		completed := false
+		defer func() { s.auditAfter(w, r, completed) }()
+		serve(w, r)
+		completed = true
 	})
 }
 

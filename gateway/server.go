@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/consilium/consilium/audit"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
@@ -107,6 +108,10 @@ type Options struct {
 	Policy *policy.Engine
 	// ReadyChecks are run by /readyz in addition to the store check.
 	ReadyChecks []func(context.Context) error
+	// Audit is the audit trail every request is recorded in (see
+	// audit.go for the hook). Required: the gateway does not serve
+	// unaudited.
+	Audit *audit.Log
 	// Revoked, when set, is asked on every request whether the caller's
 	// certificate has been revoked since its connection was established,
 	// so a revocation also ends keep-alive connections, not only new
@@ -126,6 +131,9 @@ type Server struct {
 	revoked func(*x509.Certificate) bool
 	policy  *policy.Engine
 	handler http.Handler
+
+	audit         *audit.Log
+	auditFailures *prometheus.CounterVec
 }
 
 // New builds a gateway from its configuration and collaborators.
@@ -161,6 +169,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		ready:   opts.ReadyChecks,
 		revoked: opts.Revoked,
 		policy:  opts.Policy,
+	}
+	if err := s.initAudit(opts.Audit, reg); err != nil {
+		return nil, err
 	}
 	s.handler = s.observe(s.routes())
 	return s, nil

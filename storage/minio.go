@@ -243,6 +243,10 @@ func (m *MinIO) Client() *minio.Client { return m.client }
 // Bucket returns the bucket's name.
 func (m *MinIO) Bucket() string { return m.cfg.Bucket }
 
+// Prefix returns the prefix put before every object name in the bucket
+// (MinIOConfig.Prefix), for tools that address the bucket directly.
+func (m *MinIO) Prefix() string { return m.cfg.Prefix }
+
 func (m *MinIO) key(name string) string { return m.cfg.Prefix + name }
 
 // translate turns a minio-go error into one wrapping this package's

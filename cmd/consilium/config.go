@@ -9,7 +9,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/consilium/consilium/audit"
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/gateway"
 	"github.com/consilium/consilium/storage"
@@ -31,6 +33,9 @@ type serveConfig struct {
 	// signing key.
 	SigningKeyPasswordFile string    `json:"signing_key_password_file,omitempty"`
 	Log                    logConfig `json:"log"`
+	// Audit configures the audit trail, kept in the storage backend
+	// (unencrypted: it holds pseudonyms only) under audit/.
+	Audit audit.Config `json:"audit"`
 }
 
 // storageConfig selects and configures the storage backend.
@@ -101,6 +106,32 @@ func envVars() []envVar {
 		{"CONSILIUM_KEYRING_FILE", "storage keyring (key-encryption keys)", str(func(c *serveConfig) *string { return &c.KeyringFile })},
 		{"CONSILIUM_SIGNING_KEY_FILE", "gateway minisign secret key", str(func(c *serveConfig) *string { return &c.SigningKeyFile })},
 		{"CONSILIUM_SIGNING_KEY_PASSWORD_FILE", "file holding the signing key's password, if it is encrypted", str(func(c *serveConfig) *string { return &c.SigningKeyPasswordFile })},
+		{"CONSILIUM_AUDIT_RETENTION_MODE", "audit retention: governance, compliance or none (default governance where the store has retention: the filesystem, or MinIO with object lock)", str(func(c *serveConfig) *string { return &c.Audit.RetentionMode })},
+		{"CONSILIUM_AUDIT_RETENTION_DAYS", "days audit segments stay locked (default 2190)", func(c *serveConfig, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("want a number of days, got %q", v)
+			}
+			c.Audit.RetentionDays = n
+			return nil
+		}},
+		{"CONSILIUM_AUDIT_CHECKPOINT_EVERY", "sign an audit checkpoint after this many entries (default 1000)", func(c *serveConfig, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("want a number of entries, got %q", v)
+			}
+			c.Audit.CheckpointEvery = n
+			return nil
+		}},
+		{"CONSILIUM_AUDIT_CHECKPOINT_INTERVAL", "sign an audit checkpoint this often while entries arrive (default 1m)", func(c *serveConfig, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("want a duration such as 30s, got %q", v)
+			}
+			c.Audit.CheckpointInterval = d
+			return nil
+		}},
+		{"CONSILIUM_AUDIT_SOURCE", "name of this gateway instance in audit entries (default host name and a random suffix)", str(func(c *serveConfig) *string { return &c.Audit.Source })},
 		{"CONSILIUM_LOG_LEVEL", "debug, info, warn or error (default info)", str(func(c *serveConfig) *string { return &c.Log.Level })},
 		{"CONSILIUM_LOG_FORMAT", "json or text (default json)", str(func(c *serveConfig) *string { return &c.Log.Format })},
 	}
@@ -175,6 +206,12 @@ func (c serveConfig) validate() error {
 		add("storage backend is not set (CONSILIUM_STORAGE=fs or minio)")
 	default:
 		add("storage backend %q is neither fs nor minio (CONSILIUM_STORAGE)", c.Storage.Backend)
+	}
+	if err := c.Audit.Validate(); err != nil {
+		add("%v (CONSILIUM_AUDIT_*)", err)
+	}
+	if m := c.Audit.RetentionMode; c.Storage.Backend == "minio" && !c.Storage.MinIO.ObjectLock && (m == audit.RetentionGovernance || m == audit.RetentionCompliance) {
+		add("audit retention %s needs a bucket with object lock (CONSILIUM_MINIO_OBJECT_LOCK=true), or CONSILIUM_AUDIT_RETENTION_MODE=none", m)
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		add("%v (CONSILIUM_LOG_LEVEL)", err)

@@ -34,6 +34,7 @@ type cli struct {
 // commands lists every subcommand. Each lives in its own file.
 func commands() map[string]command {
 	return map[string]command{
+		"audit":  auditCommand(),
 		"certs":  certsCommand(),
 		"keys":   keysCommand(),
 		"serve":  serveCommand(),

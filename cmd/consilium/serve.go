@@ -13,6 +13,7 @@ import (
 
 	"aead.dev/minisign"
 
+	"github.com/consilium/consilium/audit"
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/gateway"
 	"github.com/consilium/consilium/internal/devenv"
@@ -65,6 +66,7 @@ func runServe(ctx context.Context, env *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	defer app.audit.Close() // after the last request: commits what is queued, signs a final checkpoint
 	if *dev {
 		printDev(env, layout, app.srv.Addr())
 	}
@@ -80,6 +82,7 @@ func runServe(ctx context.Context, env *cli, args []string) error {
 type app struct {
 	srv        *gateway.Server
 	tls        *certs.ServerTLS
+	audit      *audit.Log
 	background sync.WaitGroup
 }
 
@@ -128,8 +131,9 @@ func devConfig(dir, addr string) (serveConfig, devenv.Layout, error) {
 	return cfg, layout, nil
 }
 
-// buildGateway opens the store, loads keys and builds the gateway. The
-// background loops it starts end with ctx.
+// buildGateway opens the store, loads keys, opens the audit log and
+// builds the gateway. The background loops it starts end with ctx; the
+// caller closes the audit log after serving.
 func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, error) {
 	backend, err := openBackend(ctx, cfg.Storage)
 	if err != nil {
@@ -139,7 +143,8 @@ func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app,
 	if err != nil {
 		return nil, fmt.Errorf("storage keyring: %w", err)
 	}
-	if _, err := loadSigningKey(cfg.SigningKeyFile, cfg.SigningKeyPasswordFile); err != nil {
+	key, err := loadSigningKey(cfg.SigningKeyFile, cfg.SigningKeyPasswordFile)
+	if err != nil {
 		return nil, err
 	}
 	stls, err := certs.NewServerTLS(cfg.TLS, log)
@@ -153,7 +158,14 @@ func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app,
 	if err != nil {
 		return nil, fmt.Errorf("policy engine: %w", err)
 	}
-	a := &app{tls: stls}
+	// The audit log goes to the raw backend, not the encrypted store: it
+	// holds pseudonyms only, and `consilium audit verify` then needs only
+	// the store and the gateway's public key.
+	alog, err := audit.Open(ctx, auditConfig(cfg, log), audit.Options{Store: backend, Signer: key, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	a := &app{tls: stls, audit: alog}
 	a.background.Add(1)
 	go func() {
 		defer a.background.Done()
@@ -166,13 +178,31 @@ func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app,
 		TLS:     stls.Config(),
 		Store:   store,
 		Policy:  engine,
+		Audit:   alog,
 		Revoked: stls.IsRevoked,
 	})
 	if err != nil {
+		alog.Close()
 		return nil, err
 	}
 	a.srv = srv
 	return a, nil
+}
+
+// auditConfig settles the audit retention the backend can give: by
+// default governance retention where the store enforces it (read-only
+// files, or a MinIO bucket with object lock), none elsewhere.
+func auditConfig(cfg serveConfig, log *slog.Logger) audit.Config {
+	a := cfg.Audit
+	if a.RetentionMode == "" {
+		if cfg.Storage.Backend == "minio" && !cfg.Storage.MinIO.ObjectLock {
+			a.RetentionMode = audit.RetentionNone
+			log.Warn("the audit trail is not write-once: the MinIO bucket has no object lock (set CONSILIUM_MINIO_OBJECT_LOCK=true on a new bucket)")
+		} else {
+			a.RetentionMode = audit.RetentionGovernance
+		}
+	}
+	return a
 }
 
 // openBackend builds the configured storage backend.

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"aead.dev/minisign"
+
+	"github.com/consilium/consilium/audit"
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/gateway"
 	"github.com/consilium/consilium/internal/devenv"
@@ -40,6 +43,13 @@ type Gateway struct {
 	Logger *slog.Logger
 	// Store is the store the gateway serves from.
 	Store storage.Store
+	// Audit is the gateway's audit log: Options.Audit, or one that Start
+	// made in a filesystem store of its own, signed with the
+	// development signing key.
+	Audit *audit.Log
+	// Policy is the gateway's policy engine: Options.Policy, or the
+	// built-in bundle over Store.
+	Policy *policy.Engine
 
 	stop func()
 }
@@ -118,6 +128,9 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 		// The engine's last flush must end before the test's folders go.
 		t.Cleanup(func() { cancel(); <-engineDone })
 	}
+	if opts.Audit == nil {
+		opts.Audit = NewAudit(t, layout, log)
+	}
 	if opts.TLS == nil {
 		opts.TLS = stls.Config()
 	}
@@ -139,6 +152,7 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	go func() { done <- srv.Serve(ctx, ln) }()
 	g := &Gateway{
 		URL: "https://" + ln.Addr().String(), Layout: layout, CA: ca, TLS: stls, Server: srv, Logger: log, Store: store,
+		Audit: opts.Audit, Policy: opts.Policy,
 	}
 	var stopped bool
 	g.stop = func() {
@@ -153,6 +167,32 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	}
 	t.Cleanup(g.stop)
 	return g
+}
+
+// NewAudit opens an audit log in a new filesystem store in a temporary
+// folder, signing checkpoints with the development signing key of layout.
+// It is closed when the test ends, after the gateways started before it
+// was made have stopped.
+func NewAudit(t testing.TB, layout devenv.Layout, log *slog.Logger) *audit.Log {
+	t.Helper()
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(layout.SigningKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key minisign.PrivateKey
+	if err := key.UnmarshalText(data); err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(context.Background(), audit.Config{}, audit.Options{Store: fs, Signer: key, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 // NewStore returns an encrypted filesystem store in a temporary folder with

@@ -1,0 +1,5 @@
+package audit_test
+
+import "path/filepath"
+
+var filepathGlob = filepath.Glob
