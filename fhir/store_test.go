@@ -1,0 +1,272 @@
+package fhir_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/consilium/consilium/fhir"
+	"github.com/consilium/consilium/storage"
+)
+
+// testStore returns an encrypted filesystem store, its data folder and the
+// keyring's name hasher.
+func testStore(t testing.TB) (storage.Store, string, func(kind, value string) string) {
+	t.Helper()
+	dir := t.TempDir()
+	fs, err := storage.NewFilesystem(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := storage.GenerateKeyring(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return storage.NewEncrypted(fs, kr), dir, kr.NameHash
+}
+
+func newStore(t testing.TB, s storage.Store, names func(kind, value string) string, opts ...func(*fhir.StoreOptions)) *fhir.Store {
+	t.Helper()
+	o := fhir.StoreOptions{Names: names}
+	for _, f := range opts {
+		f(&o)
+	}
+	fs, err := fhir.NewStore(s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// allow is an authorizer that allows everything and counts what it was
+// asked.
+type allow struct {
+	mu   sync.Mutex
+	seen []fhir.Access
+}
+
+func (a *allow) authorize(_ context.Context, acc fhir.Access) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.seen = append(a.seen, acc)
+	return nil
+}
+
+func writeOpts(a *allow) fhir.WriteOptions {
+	return fhir.WriteOptions{Authorize: a.authorize, Base: "https://gw.test/fhir"}
+}
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// listing returns every object name in s.
+func listing(t testing.TB, s storage.Store) []string {
+	t.Helper()
+	var out []string
+	for info, err := range s.List(context.Background(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, info.Name)
+	}
+	return out
+}
+
+func TestTransactionSyntheaReadBack(t *testing.T) {
+	ctx := context.Background()
+	s, _, names := testStore(t)
+	fs := newStore(t, s, names)
+	a := &allow{}
+	for _, path := range fhirFiles(t, "synthea") {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			raw := readFile(t, path)
+			res, err := fs.ProcessBundle(ctx, "st-marys", raw, writeOpts(a))
+			if err != nil {
+				t.Fatalf("transaction refused: %v", err)
+			}
+			var in struct {
+				Entry []struct {
+					FullURL  string          `json:"fullUrl"`
+					Resource json.RawMessage `json:"resource"`
+				} `json:"entry"`
+			}
+			if err := json.Unmarshal(raw, &in); err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Entries) != len(in.Entry) {
+				t.Fatalf("%d results for %d entries", len(res.Entries), len(in.Entry))
+			}
+			ids := map[string]string{}
+			for i, e := range res.Entries {
+				if e.Status != 201 || e.VersionID != 1 {
+					t.Fatalf("entry %d: status %d version %d err %v", i, e.Status, e.VersionID, e.Err)
+				}
+				ids[in.Entry[i].FullURL] = e.Type + "/" + e.ID
+			}
+			for i, e := range res.Entries {
+				v, err := fs.Read(ctx, "st-marys", e.Type, e.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := fs.Body(ctx, v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertSameResource(t, in.Entry[i].Resource, got, ids)
+			}
+		})
+	}
+}
+
+// assertSameResource compares a sent resource with what was read back,
+// as parsed protos (github.com/google/fhir), after putting the ids the
+// server assigned into the sent one and dropping the server's meta.
+func assertSameResource(t testing.TB, sent, got []byte, ids map[string]string) {
+	t.Helper()
+	var want map[string]any
+	if err := json.Unmarshal(sent, &want); err != nil {
+		t.Fatal(err)
+	}
+	var gotTree map[string]any
+	if err := json.Unmarshal(got, &gotTree); err != nil {
+		t.Fatal(err)
+	}
+	rewrite(want, ids)
+	want["id"] = gotTree["id"]
+	meta, _ := gotTree["meta"].(map[string]any)
+	if meta["versionId"] == nil || meta["lastUpdated"] == nil {
+		t.Fatalf("read back without versionId/lastUpdated: %v", meta)
+	}
+	delete(meta, "versionId")
+	delete(meta, "lastUpdated")
+	if len(meta) == 0 {
+		delete(gotTree, "meta")
+	}
+	if m, ok := want["meta"].(map[string]any); ok {
+		delete(m, "versionId")
+		delete(m, "lastUpdated")
+		if len(m) == 0 {
+			delete(want, "meta")
+		}
+	}
+	wb, _ := json.Marshal(want)
+	gb, _ := json.Marshal(gotTree)
+	p, err := fhir.NewParser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eq, err := p.Equal(wb, gb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !eq {
+		t.Fatalf("read back differs:\nsent %s\n got %s", wb, gb)
+	}
+}
+
+func rewrite(v any, ids map[string]string) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, c := range t {
+			if s, ok := c.(string); ok && k == "reference" {
+				if n, ok := ids[s]; ok {
+					t[k] = n
+				}
+				continue
+			}
+			rewrite(c, ids)
+		}
+	case []any:
+		for _, e := range t {
+			rewrite(e, ids)
+		}
+	}
+}
+
+func TestTransactionAllOrNothing(t *testing.T) {
+	ctx := context.Background()
+	s, _, names := testStore(t)
+	fs := newStore(t, s, names)
+	a := &allow{}
+	raw := readFile(t, fhirFiles(t, "synthea")[0])
+	// Break the last entry: nothing of the Bundle may be stored.
+	var b map[string]any
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	entries := b["entry"].([]any)
+	last := entries[len(entries)-1].(map[string]any)["resource"].(map[string]any)
+	last["status"] = "not-a-status-code-with spaces"
+	bad, _ := json.Marshal(b)
+	before := listing(t, s)
+	_, err := fs.ProcessBundle(ctx, "st-marys", bad, writeOpts(a))
+	var fe *fhir.Error
+	if !errors.As(err, &fe) || !errors.Is(err, fhir.ErrInvalid) {
+		t.Fatalf("want ErrInvalid, got %v", err)
+	}
+	if fe.Entry != len(entries)-1 || !strings.HasPrefix(fe.Issues[0].Expression, "Bundle.entry[") {
+		t.Fatalf("error names entry %d, issues %+v", fe.Entry, fe.Issues)
+	}
+	if after := listing(t, s); !equalStrings(before, after) {
+		t.Fatalf("store changed: %v -> %v", before, after)
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestNDJSONLoad(t *testing.T) {
+	ctx := context.Background()
+	s, _, names := testStore(t)
+	fs := newStore(t, s, names)
+	a := &allow{}
+	for _, path := range fhirFiles(t, "ndjson") {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			raw := readFile(t, path)
+			res, err := fs.LoadNDJSON(ctx, "st-marys", bytes.NewReader(raw), writeOpts(a))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := bytes.Split(bytes.TrimSpace(raw), []byte("\n"))
+			if len(res.Entries) != len(lines) {
+				t.Fatalf("%d results for %d lines", len(res.Entries), len(lines))
+			}
+			for i, e := range res.Entries {
+				if e.Err != nil || e.Status != 201 {
+					t.Fatalf("line %d: %d %v", i+1, e.Status, e.Err)
+				}
+				v, err := fs.Read(ctx, "st-marys", e.Type, e.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := fs.Body(ctx, v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertSameResource(t, lines[i], got, nil)
+			}
+		})
+	}
+}
