@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/google/fhir/go/fhirversion"
 	"github.com/google/fhir/go/jsonformat"
+	r4pb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/bundle_and_contained_resource_go_proto"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -302,3 +304,29 @@ func (p *Parser) Equal(a, b []byte) (bool, error) {
 	}
 	return proto.Equal(pa, pb), nil
 }
+
+// ResourceTypes returns the names of every R4 resource type the parser
+// knows, sorted.
+func ResourceTypes() []string {
+	oneof := (&r4pb.ContainedResource{}).ProtoReflect().Descriptor().Oneofs().ByName("oneof_resource")
+	var out []string
+	for i := 0; i < oneof.Fields().Len(); i++ {
+		if m := oneof.Fields().Get(i).Message(); m != nil {
+			out = append(out, string(m.Name()))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// knownTypes is the set of ResourceTypes (read-only after init).
+var knownTypes = func() map[string]bool {
+	m := map[string]bool{}
+	for _, t := range ResourceTypes() {
+		m[t] = true
+	}
+	return m
+}()
+
+// KnownType reports whether typ is an R4 resource type.
+func KnownType(typ string) bool { return knownTypes[typ] }

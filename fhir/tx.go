@@ -301,7 +301,7 @@ func (s *Store) plan(ctx context.Context, st *state, es []*entry, batch bool, op
 	// 2. No two entries may touch one resource.
 	touched := map[string]*entry{}
 	for _, e := range es {
-		if !ok(e) || e.op != opCreate && e.op != opUpdate && e.op != opDelete {
+		if !ok(e) || e.op != opCreate && e.op != opUpdate && e.op != opDelete && !(e.method == "DELETE" && e.target != "") {
 			continue
 		}
 		key := e.typ + "/" + e.target

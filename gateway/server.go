@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/consilium/consilium/fhir"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
@@ -51,6 +52,8 @@ type Config struct {
 	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
 	// ShutdownTimeout bounds the graceful drain on SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration `json:"shutdown_timeout,omitempty"`
+	// FHIR bounds the FHIR API's uploads.
+	FHIR FHIRConfig `json:"fhir,omitzero"`
 }
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -71,6 +74,7 @@ func (c Config) withDefaults() Config {
 	set(&c.HandlerTimeout, DefaultHandlerTimeout)
 	set(&c.IdleTimeout, DefaultIdleTimeout)
 	set(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.FHIR = c.FHIR.withDefaults()
 	return c
 }
 
@@ -82,6 +86,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		return errors.New("gateway: max body bytes must not be negative")
+	}
+	if c.FHIR.MaxBodyBytes < 0 || c.FHIR.MaxLineBytes < 0 {
+		return errors.New("gateway: FHIR limits must not be negative")
 	}
 	for _, d := range []time.Duration{c.ReadHeaderTimeout, c.ProgressTimeout, c.HandlerTimeout, c.IdleTimeout, c.ShutdownTimeout} {
 		if d < 0 {
@@ -107,6 +114,10 @@ type Options struct {
 	Policy *policy.Engine
 	// ReadyChecks are run by /readyz in addition to the store check.
 	ReadyChecks []func(context.Context) error
+	// Names returns a keyed hash of value (storage.Keyring.NameHash): FHIR
+	// object names and the pseudonymous patient keys of policy inputs.
+	// Required.
+	Names func(kind, value string) string
 	// Revoked, when set, is asked on every request whether the caller's
 	// certificate has been revoked since its connection was established,
 	// so a revocation also ends keep-alive connections, not only new
@@ -125,7 +136,11 @@ type Server struct {
 	ready   []func(context.Context) error
 	revoked func(*x509.Certificate) bool
 	policy  *policy.Engine
-	handler http.Handler
+	names   func(kind, value string) string
+	fhir    *fhir.Store
+	// capability is the FHIR CapabilityStatement.
+	capability []byte
+	handler    http.Handler
 }
 
 // New builds a gateway from its configuration and collaborators.
@@ -142,6 +157,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("gateway: a store is required")
 	case opts.Policy == nil:
 		return nil, errors.New("gateway: a policy engine is required")
+	case opts.Names == nil:
+		return nil, errors.New("gateway: a name hasher is required")
 	}
 	reg := opts.Registry
 	if reg == nil {
@@ -161,7 +178,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 		ready:   opts.ReadyChecks,
 		revoked: opts.Revoked,
 		policy:  opts.Policy,
+		names:   opts.Names,
 	}
+	if s.fhir, err = newFHIRStore(s); err != nil {
+		return nil, err
+	}
+	s.capability = capabilityStatementJSON(time.Now())
 	s.handler = s.observe(s.routes())
 	return s, nil
 }

@@ -52,8 +52,9 @@ type Config struct {
 	// Gateway is the gateway configuration; Addr is ignored (a free
 	// loopback port is used).
 	Gateway gateway.Config
-	// Options are passed to gateway.New; Logger, TLS, Revoked and Policy
-	// (the built-in bundle over the test's store) are filled in when empty.
+	// Options are passed to gateway.New; Logger, TLS, Revoked, Names (a
+	// fresh keyring's) and Policy (the built-in bundle over the test's
+	// store) are filled in when empty.
 	Options gateway.Options
 	// CRLRefresh is how often the server re-reads revocations; default
 	// 100ms so revocation tests are fast.
@@ -123,6 +124,14 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	}
 	if opts.Revoked == nil {
 		opts.Revoked = stls.IsRevoked
+	}
+	if opts.Names == nil {
+		kr, err := storage.GenerateKeyring(rand.Reader)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		opts.Names = kr.NameHash
 	}
 	srv, err := gateway.New(cfg.Gateway, opts)
 	if err != nil {
