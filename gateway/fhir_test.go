@@ -314,7 +314,7 @@ func postSynthea(t testing.TB, f fhirClient, path string) []string {
 		ids[in[i].FullURL] = keys[i]
 	}
 	for i, e := range in {
-		got := f.get("/" + keys[i]).want(t, http.StatusOK)
+		got := f.get("/"+keys[i]).want(t, http.StatusOK)
 		sameFHIR(t, e.Resource, got.body, ids)
 	}
 	return keys
@@ -534,14 +534,14 @@ func scopedByOrganisation(t *testing.T, g *gatewaytest.Gateway) {
 			t.Fatalf("the 404 tells about the policy: %s", r.body)
 		}
 	}
-	search := city.get("/Observation?patient=" + pid).want(t, http.StatusOK).json(t)
+	search := city.get("/Observation?patient="+pid).want(t, http.StatusOK).json(t)
 	if search["total"] != float64(0) || search["entry"] != nil {
 		t.Fatalf("city-general found st-marys' observations: %v", search["total"])
 	}
 	city.get("/Observation?patient="+pid, gateway.OrganizationHeader, "st-marys").want(t, http.StatusForbidden)
 	// Writing the same id in city-general creates city-general's own.
 	city.do(http.MethodPut, "/"+patient, "application/fhir+json", []byte(`{"resourceType":"Patient","id":"`+pid+`"}`)).want(t, http.StatusCreated)
-	got := stm.get("/" + patient).want(t, http.StatusOK)
+	got := stm.get("/"+patient).want(t, http.StatusOK)
 	if got.header.Get("ETag") != `W/"1"` {
 		t.Fatalf("st-marys' patient changed: %s", got.header.Get("ETag"))
 	}
@@ -614,16 +614,16 @@ func TestFHIRTransactionAndBatch(t *testing.T) {
 		if tx.Type != "batch-response" || tx.Entry[0].Response.Status != "201 Created" || !strings.HasPrefix(tx.Entry[1].Response.Status, "422") || tx.Entry[1].Response.Outcome == nil {
 			t.Fatalf("batch response: %+v", tx.Entry)
 		}
-		f.get("/" + strings.TrimSuffix(tx.Entry[0].Response.Location, "/_history/1")).want(t, http.StatusOK)
+		f.get("/"+strings.TrimSuffix(tx.Entry[0].Response.Location, "/_history/1")).want(t, http.StatusOK)
 	})
 	t.Run("urn:uuid references resolved", func(t *testing.T) {
 		tx := decodeTx(t, f.post("", txBundle("transaction", good, obs)).want(t, http.StatusOK))
 		pat := strings.TrimSuffix(tx.Entry[0].Response.Location, "/_history/1")
-		o := f.get("/" + strings.TrimSuffix(tx.Entry[1].Response.Location, "/_history/1")).want(t, http.StatusOK).json(t)
+		o := f.get("/"+strings.TrimSuffix(tx.Entry[1].Response.Location, "/_history/1")).want(t, http.StatusOK).json(t)
 		if ref := o["subject"].(map[string]any)["reference"]; ref != pat {
 			t.Fatalf("subject %v, want %s", ref, pat)
 		}
-		s := f.get("/Observation?patient=" + pat).want(t, http.StatusOK).json(t)
+		s := f.get("/Observation?patient="+pat).want(t, http.StatusOK).json(t)
 		if s["total"] != float64(1) {
 			t.Fatalf("search by patient: %v", s["total"])
 		}
@@ -649,7 +649,7 @@ func TestFHIRTransactionAndBatch(t *testing.T) {
 		if tx.Entry[1].Response.Status != "200 OK" || !strings.Contains(tx.Entry[1].Response.Location, pid) {
 			t.Fatalf("ifNoneExist in a transaction: %+v", tx.Entry[1].Response)
 		}
-		o := f.get("/" + strings.TrimSuffix(tx.Entry[0].Response.Location, "/_history/1")).want(t, http.StatusOK).json(t)
+		o := f.get("/"+strings.TrimSuffix(tx.Entry[0].Response.Location, "/_history/1")).want(t, http.StatusOK).json(t)
 		if ref := o["performer"].([]any)[0].(map[string]any)["reference"]; ref != "Practitioner/"+pid {
 			t.Fatalf("conditional reference became %v", ref)
 		}
@@ -670,7 +670,7 @@ func TestFHIRTransactionAndBatch(t *testing.T) {
 		}
 		del := `{"request":{"method":"DELETE","url":"Patient?identifier=urn:mrn|cu-1"}}`
 		decodeTx(t, f.post("", txBundle("transaction", del)).want(t, http.StatusOK))
-		f.get("/" + strings.TrimSuffix(tx.Entry[0].Response.Location, "/_history/1")).want(t, http.StatusGone)
+		f.get("/"+strings.TrimSuffix(tx.Entry[0].Response.Location, "/_history/1")).want(t, http.StatusGone)
 		dup := `{"request":{"method":"DELETE","url":"Patient/a"}}`
 		f.post("", txBundle("transaction", dup, dup)).want(t, http.StatusBadRequest)
 	})
@@ -733,7 +733,7 @@ func TestFHIREverything(t *testing.T) {
 			pid = strings.TrimPrefix(k, "Patient/")
 		}
 	}
-	ev := f.get("/Patient/" + pid + "/$everything").want(t, http.StatusOK).json(t)
+	ev := f.get("/Patient/"+pid+"/$everything").want(t, http.StatusOK).json(t)
 	var got []string
 	for _, e := range ev["entry"].([]any) {
 		r := e.(map[string]any)["resource"].(map[string]any)
