@@ -1,54 +1,26 @@
 package fhir
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 )
 
-// envelope is the part of a transaction or batch Bundle that is not an
-// entry's resource. Every element of Bundle is declared so that unknown
-// ones can be refused; those this server does not use are ignored.
-type envelope struct {
-	ResourceType  string            `json:"resourceType"`
-	ID            json.RawMessage   `json:"id"`
-	Meta          json.RawMessage   `json:"meta"`
-	ImplicitRules json.RawMessage   `json:"implicitRules"`
-	Language      json.RawMessage   `json:"language"`
-	Identifier    json.RawMessage   `json:"identifier"`
-	Type          string            `json:"type"`
-	Timestamp     json.RawMessage   `json:"timestamp"`
-	Total         json.RawMessage   `json:"total"`
-	Link          json.RawMessage   `json:"link"`
-	Entry         []json.RawMessage `json:"entry"`
-	Signature     json.RawMessage   `json:"signature"`
-}
+// The elements of Bundle, Bundle.entry and Bundle.entry.request, so that
+// unknown ones can be refused; those this server does not use are ignored.
+var (
+	bundleKeys  = keySet("resourceType", "id", "meta", "implicitRules", "language", "identifier", "type", "timestamp", "total", "link", "entry", "signature")
+	entryKeys   = keySet("id", "extension", "modifierExtension", "link", "fullUrl", "resource", "search", "request", "response")
+	requestKeys = keySet("id", "extension", "modifierExtension", "method", "url", "ifNoneMatch", "ifModifiedSince", "ifMatch", "ifNoneExist")
+)
 
-type envEntry struct {
-	ID                json.RawMessage `json:"id"`
-	Extension         json.RawMessage `json:"extension"`
-	ModifierExtension json.RawMessage `json:"modifierExtension"`
-	Link              json.RawMessage `json:"link"`
-	FullURL           string          `json:"fullUrl"`
-	Resource          json.RawMessage `json:"resource"`
-	Search            json.RawMessage `json:"search"`
-	Request           *envRequest     `json:"request"`
-	Response          json.RawMessage `json:"response"`
-}
-
-type envRequest struct {
-	ID                json.RawMessage `json:"id"`
-	Extension         json.RawMessage `json:"extension"`
-	ModifierExtension json.RawMessage `json:"modifierExtension"`
-	Method            string          `json:"method"`
-	URL               string          `json:"url"`
-	IfNoneMatch       string          `json:"ifNoneMatch"`
-	IfModifiedSince   string          `json:"ifModifiedSince"`
-	IfMatch           string          `json:"ifMatch"`
-	IfNoneExist       string          `json:"ifNoneExist"`
+func keySet(keys ...string) map[string]bool {
+	m := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		m[k] = true
+	}
+	return m
 }
 
 // entry is one request of a Bundle (or a single interaction, or an NDJSON
@@ -58,7 +30,9 @@ type entry struct {
 	root    string // FHIRPath of the entry's resource, "" for single interactions
 	fullURL string
 	method  string
-	raw     []byte
+	url     string
+	raw     []byte // the resource as received (single interactions, NDJSON lines)
+	tree    object // the resource's tree (Bundle entries)
 	res     *Resource
 
 	ifNoneExist, ifMatch, ifNoneMatch string
@@ -98,80 +72,135 @@ const (
 	opSearch // GET Type?…
 )
 
-// parseEnvelope reads a Bundle's envelope and its entries' requests.
-func parseEnvelope(body []byte) (*envelope, []*entry, error) {
-	var env envelope
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&env); err != nil {
-		if _, terr := decodeTree(body); terr != nil {
-			return nil, nil, terr
+// parseEnvelope reads a transaction or batch Bundle and its entries'
+// requests. The body is decoded once, as a tree; each entry's resource
+// subtree is handed to the parser (in parallel, later) as is.
+func parseEnvelope(body []byte) (string, []*entry, error) {
+	v, err := decodeTree(body)
+	if err != nil {
+		return "", nil, err
+	}
+	root, ok := v.(object)
+	if !ok || root["resourceType"] != "Bundle" {
+		return "", nil, newError(ErrInvalid, CodeInvalid, "", "the body must be a Bundle (or NDJSON with Content-Type application/fhir+ndjson)")
+	}
+	for k := range root {
+		if !bundleKeys[k] {
+			return "", nil, &Error{Kind: ErrInvalid, Entry: -1, Issues: []Issue{{Severity: SeverityError, Code: CodeStructure,
+				Expression: "Bundle", Details: "unknown element", Diagnostics: "element " + strconv.Quote(k)}}}
 		}
-		return nil, nil, &Error{Kind: ErrInvalid, Entry: -1, Issues: []Issue{{Severity: SeverityError, Code: CodeStructure,
-			Expression: "Bundle", Details: "not a Bundle this server can read (an unknown element, or one of the wrong JSON type)", Diagnostics: err.Error()}}}
 	}
-	if _, err := dec.Token(); err == nil {
-		return nil, nil, newError(ErrMalformed, CodeStructure, "", "data after the JSON value")
-	}
-	if env.ResourceType != "Bundle" {
-		return nil, nil, newError(ErrInvalid, CodeInvalid, "", "the body must be a Bundle (or NDJSON with Content-Type application/fhir+ndjson)")
-	}
-	switch env.Type {
+	typ, _ := root["type"].(string)
+	switch typ {
 	case "transaction", "batch":
 	case "":
-		return nil, nil, newError(ErrInvalid, CodeRequired, "Bundle.type", "Bundle.type is required")
+		return "", nil, newError(ErrInvalid, CodeRequired, "Bundle.type", "Bundle.type is required")
 	default:
-		return nil, nil, newError(ErrNotSupported, CodeNotSupported, "Bundle.type",
+		return "", nil, newError(ErrNotSupported, CodeNotSupported, "Bundle.type",
 			"only transaction and batch Bundles are processed here; store other Bundles with POST /fhir/Bundle")
 	}
-	es := make([]*entry, len(env.Entry))
+	var list []any
+	switch t := root["entry"].(type) {
+	case nil:
+	case []any:
+		list = t
+	default:
+		return "", nil, newError(ErrInvalid, CodeStructure, "Bundle.entry", "entry must be an array")
+	}
+	es := make([]*entry, len(list))
 	seenURL := map[string]int{}
-	for i, raw := range env.Entry {
+	for i, raw := range list {
 		path := "Bundle.entry[" + strconv.Itoa(i) + "]"
 		e := &entry{index: i, root: path + ".resource"}
 		es[i] = e
-		var ee envEntry
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.DisallowUnknownFields()
-		if err := d.Decode(&ee); err != nil {
-			e.err = &Error{Kind: ErrInvalid, Entry: i, Issues: []Issue{{Severity: SeverityError, Code: CodeStructure, Expression: path,
-				Details: "an entry with an unknown element or one of the wrong JSON type", Diagnostics: err.Error()}}}
-			continue
-		}
-		switch {
-		case len(ee.ModifierExtension) > 0 || ee.Request != nil && len(ee.Request.ModifierExtension) > 0:
-			e.err = &Error{Kind: ErrNotSupported, Entry: i, Issues: []Issue{{Severity: SeverityError, Code: CodeNotSupported, Expression: path,
-				Details: "modifier extensions on an entry are not understood"}}}
-			continue
-		case ee.Request == nil || ee.Request.Method == "" || ee.Request.URL == "":
-			e.err = &Error{Kind: ErrInvalid, Entry: i, Issues: []Issue{{Severity: SeverityError, Code: CodeRequired, Expression: path + ".request",
-				Details: "every entry of a transaction or batch needs request.method and request.url"}}}
-			continue
-		}
-		if ee.FullURL != "" {
-			if !absoluteURL(ee.FullURL) {
-				e.err = &Error{Kind: ErrInvalid, Entry: i, Issues: []Issue{{Severity: SeverityError, Code: CodeValue, Expression: path + ".fullUrl",
-					Details: "fullUrl must be an absolute URL, urn:uuid or urn:oid", Diagnostics: fmt.Sprintf("fullUrl %q", ee.FullURL)}}}
-				continue
-			}
-			if j, dup := seenURL[ee.FullURL]; dup {
-				e.err = &Error{Kind: ErrInvalid, Entry: i, Issues: []Issue{{Severity: SeverityError, Code: CodeDuplicate, Expression: path + ".fullUrl",
-					Details: fmt.Sprintf("fullUrl repeats entry %d's (bdl-7)", j)}}}
-				continue
-			}
-			seenURL[ee.FullURL] = i
-		}
-		e.fullURL = ee.FullURL
-		e.method = ee.Request.Method
-		e.ifNoneExist, e.ifMatch, e.ifNoneMatch = ee.Request.IfNoneExist, ee.Request.IfMatch, ee.Request.IfNoneMatch
-		if len(ee.Resource) > 0 && !bytes.Equal(ee.Resource, []byte("null")) {
-			e.raw = ee.Resource
-		}
-		if err := e.parseRequestURL(ee.Request.URL); err != nil {
-			e.err = atEntry(err, i, path+".request.url")
+		if err := e.readEnvelope(raw, path, seenURL); err != nil {
+			e.err = atEntry(err, i, path)
 		}
 	}
-	return &env, es, nil
+	return typ, es, nil
+}
+
+// readEnvelope reads one Bundle entry (not its resource).
+func (e *entry) readEnvelope(raw any, path string, seenURL map[string]int) error {
+	structure := func(expr, details string) error {
+		return newError(ErrInvalid, CodeStructure, expr, "%s", details)
+	}
+	eo, ok := raw.(object)
+	if !ok {
+		return structure(path, "an entry must be a JSON object")
+	}
+	for k := range eo {
+		if !entryKeys[k] {
+			return &Error{Kind: ErrInvalid, Entry: -1, Issues: []Issue{{Severity: SeverityError, Code: CodeStructure, Expression: path,
+				Details: "unknown element in an entry", Diagnostics: "element " + strconv.Quote(k)}}}
+		}
+	}
+	req, ok := eo["request"].(object)
+	if !ok {
+		return newError(ErrInvalid, CodeRequired, path+".request", "every entry of a transaction or batch needs a request")
+	}
+	for k := range req {
+		if !requestKeys[k] {
+			return &Error{Kind: ErrInvalid, Entry: -1, Issues: []Issue{{Severity: SeverityError, Code: CodeStructure, Expression: path + ".request",
+				Details: "unknown element in a request", Diagnostics: "element " + strconv.Quote(k)}}}
+		}
+	}
+	if eo["modifierExtension"] != nil || req["modifierExtension"] != nil {
+		return newError(ErrNotSupported, CodeNotSupported, path, "modifier extensions on an entry are not understood")
+	}
+	str := func(o object, k, expr string) (string, error) {
+		switch t := o[k].(type) {
+		case nil:
+			return "", nil
+		case string:
+			return t, nil
+		default:
+			return "", structure(expr, k+" must be a string")
+		}
+	}
+	var err error
+	fields := []struct {
+		dst  *string
+		o    object
+		k    string
+		expr string
+	}{
+		{&e.fullURL, eo, "fullUrl", path + ".fullUrl"},
+		{&e.method, req, "method", path + ".request.method"},
+		{&e.url, req, "url", path + ".request.url"},
+		{&e.ifNoneExist, req, "ifNoneExist", path + ".request.ifNoneExist"},
+		{&e.ifMatch, req, "ifMatch", path + ".request.ifMatch"},
+		{&e.ifNoneMatch, req, "ifNoneMatch", path + ".request.ifNoneMatch"},
+	}
+	for _, f := range fields {
+		if *f.dst, err = str(f.o, f.k, f.expr); err != nil {
+			return err
+		}
+	}
+	if e.method == "" || e.url == "" {
+		return newError(ErrInvalid, CodeRequired, path+".request", "every entry of a transaction or batch needs request.method and request.url")
+	}
+	if e.fullURL != "" {
+		if !absoluteURL(e.fullURL) {
+			return &Error{Kind: ErrInvalid, Entry: -1, Issues: []Issue{{Severity: SeverityError, Code: CodeValue, Expression: path + ".fullUrl",
+				Details: "fullUrl must be an absolute URL, urn:uuid or urn:oid", Diagnostics: fmt.Sprintf("fullUrl %q", e.fullURL)}}}
+		}
+		if j, dup := seenURL[e.fullURL]; dup {
+			return newError(ErrInvalid, CodeDuplicate, path+".fullUrl", "fullUrl repeats entry %d's (bdl-7)", j)
+		}
+		seenURL[e.fullURL] = e.index
+	}
+	switch t := eo["resource"].(type) {
+	case nil:
+	case object:
+		e.tree = t
+	default:
+		return structure(path+".resource", "resource must be a JSON object")
+	}
+	if err := e.parseRequestURL(e.url); err != nil {
+		return atEntry(err, e.index, path+".request.url")
+	}
+	return nil
 }
 
 // parseRequestURL reads an entry's request.url (relative to the base) and
@@ -214,7 +243,7 @@ func (e *entry) parseRequestURL(u string) error {
 	if e.id != "" && hasQ {
 		return newError(ErrMalformed, CodeValue, "", "request.url has both an id and search parameters")
 	}
-	hasRes := e.raw != nil
+	hasRes := e.raw != nil || e.tree != nil
 	switch e.method {
 	case "POST":
 		if e.id != "" || hasQ {
@@ -270,7 +299,7 @@ func (s *Store) parseEntriesWith(es []*entry, parse func(*entry)) {
 		}()
 	}
 	for _, e := range es {
-		if e.err == nil && e.raw != nil {
+		if e.err == nil && (e.raw != nil || e.tree != nil) {
 			work <- e
 		}
 	}
@@ -279,7 +308,15 @@ func (s *Store) parseEntriesWith(es []*entry, parse func(*entry)) {
 }
 
 func (e *entry) parse(p *Parser) {
-	res, err := p.Parse(e.raw)
+	var res *Resource
+	var err error
+	if e.tree != nil {
+		// The Bundle was decoded as a tree: the validating parser gets the
+		// resource's canonical encoding.
+		res, err = p.parseTree(appendUnordered(nil, e.tree), e.tree)
+	} else {
+		res, err = p.Parse(e.raw)
+	}
 	if err != nil {
 		e.err = atEntry(err, e.index, e.root)
 		return
@@ -289,5 +326,5 @@ func (e *entry) parse(p *Parser) {
 		return
 	}
 	e.res = res
-	e.raw = nil // the tree holds it now
+	e.raw, e.tree = nil, nil // the Resource holds the tree now
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// NDJSON loads are staged in segments of about this size.
+// NDJSON loads are staged in parts of about this size.
 const (
 	ndjsonSegmentBytes = 8 << 20
 	ndjsonBatchLines   = 64
@@ -34,13 +34,13 @@ type lineResult struct {
 // line, as FHIR Bulk Data exports them) in org. Each line is an upsert: a
 // resource with an id creates or updates that id, one without gets a new
 // id. Lines are read and parsed as they arrive, each at most the Store's
-// MaxLineBytes, never the whole body at once, and staged in segments that
-// nothing refers to yet. At the end of the stream every staged resource
-// becomes visible in one commit. A line that is invalid, too long or
+// MaxLineBytes, never the whole body at once, and their resources staged
+// in objects that nothing refers to yet. At the end of the stream every
+// staged resource becomes visible in one commit. A line that is invalid, too long or
 // refused by the authorizer is reported in its entry of the result (a
 // batch-response, one entry per non-blank line, in order) and not stored.
 // A failure to read the stream (the client went away) or to commit stores
-// nothing: the staged segments are deleted.
+// nothing: the staged objects are deleted.
 //
 // Conditional references ("Practitioner?identifier=…", as Synthea's bulk
 // exports write them) are resolved against org's resources as they stood
@@ -58,24 +58,31 @@ func (s *Store) LoadNDJSON(ctx context.Context, org string, r io.Reader, opts Wr
 	if err := s.fresh(ctx, o); err != nil {
 		return nil, err
 	}
-	l := &ndjsonLoad{s: s, o: o, ctx: ctx, opts: opts, b: newSegBuilder(instant(s.now()))}
+	at := instant(s.now())
+	l := &ndjsonLoad{s: s, o: o, ctx: ctx, opts: opts, at: at, b: newSegBuilder(at)}
 	if err := l.run(r); err != nil {
-		s.discard(l.staged)
+		s.discard(l.parts)
 		return nil, err
 	}
 	if !l.b.empty() {
 		if err := l.flush(); err != nil {
-			s.discard(l.staged)
+			s.discard(l.parts)
 			return nil, err
 		}
 	}
 	res := &BundleResult{Type: "batch-response", Entries: make([]EntryResult, len(l.lines))}
-	if len(l.staged) > 0 {
-		err := s.commitStaged(ctx, org, l.staged, func(st *state) { l.settle(st, res) })
+	if len(l.parts) > 0 {
+		// The commit lists the staged parts and indexes their resources;
+		// it does not depend on the organisation's state, so a lost race
+		// only means writing it under the next number.
+		manifest := newSegBuilder(l.at)
+		manifest.idx.Parts, manifest.idx.Entries = l.parts, l.entries
+		err := s.commit(ctx, org, func(*state) (*segBuilder, error) { return manifest, nil },
+			func(st *state, _ string) { l.settle(st, res) })
 		if err != nil {
 			var amb *ambiguousError
 			if !errors.As(err, &amb) {
-				s.discard(l.staged)
+				s.discard(l.parts)
 			}
 			return nil, err
 		}
@@ -91,15 +98,17 @@ func (s *Store) LoadNDJSON(ctx context.Context, org string, r io.Reader, opts Wr
 }
 
 type ndjsonLoad struct {
-	s      *Store
-	o      *orgState
-	ctx    context.Context
-	opts   WriteOptions
-	b      *segBuilder
-	staged []stagedSeg
-	lines  []lineResult
-	batch  []*entry
-	bytes  int
+	s       *Store
+	o       *orgState
+	ctx     context.Context
+	opts    WriteOptions
+	at      string
+	b       *segBuilder // the part being filled
+	parts   []string    // staged parts
+	entries []segEntry  // the staged resources, for the commit
+	lines   []lineResult
+	batch   []*entry
+	bytes   int
 }
 
 // run reads the stream line by line, in batches parsed in parallel.
@@ -241,14 +250,18 @@ func (l *ndjsonLoad) lineIndex(n int) int {
 	panic("fhir: NDJSON line not recorded")
 }
 
-// flush writes the current segment, invisible until the commit.
+// flush stages the current part, invisible until the commit.
 func (l *ndjsonLoad) flush() error {
-	sg, err := l.s.writeSeg(context.WithoutCancel(l.ctx), l.o, l.b)
+	name, err := l.s.stagePart(context.WithoutCancel(l.ctx), l.o, l.b.body)
 	if err != nil {
 		return err
 	}
-	l.staged = append(l.staged, sg)
-	l.b = newSegBuilder(l.b.idx.At)
+	l.parts = append(l.parts, name)
+	for _, e := range l.b.idx.Entries {
+		e.X = len(l.parts)
+		l.entries = append(l.entries, e)
+	}
+	l.b = newSegBuilder(l.at)
 	return nil
 }
 

@@ -93,6 +93,7 @@ func (p *Parser) parseTree(raw []byte, obj object) (*Resource, error) {
 	}
 	var issues []Issue
 	checkElements(obj, typ, &issues)
+	slices.SortStableFunc(issues, func(a, b Issue) int { return strings.Compare(a.Expression, b.Expression) })
 	if typ == "Bundle" {
 		checkBundleInvariants(obj, &issues)
 	}

@@ -13,20 +13,21 @@ import (
 )
 
 // Object layout (every object goes through the encrypted store; names
-// carry only keyed hashes and random ids):
+// carry only keyed hashes, sequence numbers and random ids):
 //
-//	fhir/<org>/head                 the organisation's head: which checkpoint and segments are committed
-//	fhir/<org>/seg/<time>-<rand>    a segment: the resources written by one commit (index + bodies), immutable
-//	fhir/<org>/ckpt/<seq>-<rand>    a checkpoint: the merged index of every segment up to a commit, immutable
+//	fhir/<org>/seg/<n>              commit n (1, 2, …; 20 digits): the versions it writes, index then bodies; immutable
+//	fhir/<org>/ckpt/<n>             a checkpoint: the merged index of commits 1..n; immutable
+//	fhir/<org>/stage/<time>-<rand>  bodies of an NDJSON load, staged while it streams; visible only once a commit lists them
 //	fhir/orgs                       the organisations that hold FHIR data (for compliance officers' consent reads)
 //
-// <org> is Names("fhir-org", organisation). A commit writes its segment
-// (create-if-absent), then compare-and-swaps the head to list it: the head
-// swap is the one commit point, so a failed or abandoned commit leaves only
-// an unreferenced segment, invisible to every reader, which the committer
-// deletes (or [Store.Sweep] later). Versions are not stored in the
-// resources: they follow from the order of the segments in the head, so a
-// segment never needs rewriting when another writer wins the swap.
+// <org> is Names("fhir-org", organisation). Commit n+1 is one
+// create-if-absent write of seg/<n+1>: that write is the commit point, so
+// a transaction is all or nothing, two writers (two gateway instances)
+// cannot both take n+1 (the loser re-plans on top of the winner's commit),
+// and a failed commit leaves nothing behind. Versions are not stored in the
+// resources: they follow from the order of the commits, so a segment never
+// needs rewriting after a lost race. Readers check that seg/<n+1> does not
+// exist (one Stat) to know they are up to date.
 
 const (
 	segMagic = "CFS1"
@@ -40,8 +41,14 @@ const (
 // segIndex is a segment's index, stored before its bodies.
 type segIndex struct {
 	V int `json:"v"`
+	// C identifies the commit, so that a writer whose answer got lost can
+	// tell its own segment from another writer's.
+	C string `json:"c"`
 	// At is meta.lastUpdated of every version in the segment.
-	At      string     `json:"at"`
+	At string `json:"at"`
+	// Parts are staged objects that hold bodies of this commit (NDJSON
+	// loads); entries refer to them by position + 1 in X.
+	Parts   []string   `json:"parts,omitempty"`
 	Entries []segEntry `json:"e"`
 }
 
@@ -49,9 +56,11 @@ type segIndex struct {
 type segEntry struct {
 	T  string `json:"t"`
 	ID string `json:"id"`
-	// Off and N locate the body, Off counted from the first body byte.
+	// Off and N locate the body: from the first body byte of this
+	// segment, or from the start of staged part X-1 when X > 0.
 	Off int64 `json:"o,omitempty"`
 	N   int64 `json:"n,omitempty"`
+	X   int   `json:"x,omitempty"`
 	// Del marks a deletion (no body).
 	Del bool `json:"d,omitempty"`
 	// P is the id of the linked Patient.
@@ -92,6 +101,16 @@ func (b *segBuilder) addResource(e segEntry, tree object) []byte {
 	e.Off, e.N = int64(off), int64(len(b.body)-off)
 	b.idx.Entries = append(b.idx.Entries, e)
 	return b.body[off:len(b.body):len(b.body)]
+}
+
+// same reports whether b and o would store the same bytes.
+func (b *segBuilder) same(o *segBuilder) bool {
+	if o == nil || !bytes.Equal(b.body, o.body) || b.idx.At != o.idx.At || len(b.idx.Entries) != len(o.idx.Entries) {
+		return false
+	}
+	bi, err1 := json.Marshal(b.idx)
+	oi, err2 := json.Marshal(o.idx)
+	return err1 == nil && err2 == nil && bytes.Equal(bi, oi)
 }
 
 func (b *segBuilder) empty() bool { return len(b.idx.Entries) == 0 }
@@ -160,18 +179,6 @@ func readRange(ctx context.Context, s storage.Store, name string, off, length in
 	return b, nil
 }
 
-// headFile is the organisation's head object.
-type headFile struct {
-	V int `json:"v"`
-	// Seq counts commits.
-	Seq int64 `json:"seq"`
-	// Ckpt is the checkpoint that holds the index of every commit before
-	// Segs; empty before the first checkpoint.
-	Ckpt string `json:"ckpt,omitempty"`
-	// Segs are the segments committed after Ckpt, oldest first.
-	Segs []string `json:"segs"`
-}
-
 // ckptFile is a checkpoint: the whole index at a commit.
 type ckptFile struct {
 	V   int       `json:"v"`
@@ -198,6 +205,6 @@ type ckptVer struct {
 	Refs []string `json:"r,omitempty"`
 }
 
-// errStale is returned while loading when an object the head named is
-// gone: another instance compacted in the meantime; load again.
-var errStale = errors.New("fhir: head changed while loading")
+// errStale is returned while loading when a checkpoint went away (another
+// instance replaced it): load again.
+var errStale = errors.New("fhir: checkpoint replaced while loading")

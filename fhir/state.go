@@ -138,6 +138,9 @@ func (st *state) applySegment(name string, idx segIndex, base int64) {
 		v := &version{seg: name, at: idx.At, del: e.Del, patient: e.P, sec: e.Sec, idf: e.Idf, refs: e.Refs}
 		if !e.Del {
 			v.off, v.n = base+e.Off, e.N
+			if e.X > 0 && e.X <= len(idx.Parts) {
+				v.seg, v.off = idx.Parts[e.X-1], e.Off
+			}
 		}
 		st.add(e.T, e.ID, v)
 	}

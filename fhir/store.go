@@ -24,13 +24,13 @@ const (
 	DefaultCheckpointEvery = 64
 	DefaultMaxLineBytes    = 16 << 20
 	// commitAttempts bounds how often a commit is re-planned when other
-	// writers keep winning the head swap.
+	// writers keep taking the next commit number.
 	commitAttempts = 16
 	// commitTimeout bounds a commit once it has started writing: it runs
 	// detached from the request, so that a client that goes away after
 	// the body has been read leaves a known outcome, not a half-made one.
 	commitTimeout = 2 * time.Minute
-	maxHeadBytes  = 16 << 20
+	maxOrgsBytes  = 16 << 20
 )
 
 // StoreOptions configure a [Store].
@@ -45,8 +45,8 @@ type StoreOptions struct {
 	// Workers is how many resources are parsed at once. Default
 	// runtime.GOMAXPROCS(0).
 	Workers int
-	// CheckpointEvery is how many committed segments an organisation's
-	// head lists before their indexes are merged into a checkpoint.
+	// CheckpointEvery is how many commits pass between checkpoints (the
+	// merged index that a new instance loads instead of every segment).
 	// Default 64.
 	CheckpointEvery int
 	// MaxLineBytes bounds one NDJSON line. Default 16 MiB.
@@ -58,13 +58,13 @@ type StoreOptions struct {
 // Store keeps FHIR R4 resources per organisation, versioned, linked to
 // their patients, in an object store (which should be storage.Encrypted:
 // the objects hold patient data in full). Several Stores (gateway
-// instances) may share one object store: commits are compare-and-swaps of
-// a per-organisation head object, retried on conflict, so no update is
-// lost. It is safe for concurrent use.
+// instances) may share one object store: each commit is a create-if-absent
+// write of the organisation's next commit number, re-planned when another
+// writer took it, so no update is lost. It is safe for concurrent use.
 //
 // Reads and searches see every commit made before they start, from any
-// instance (each request checks the head's ETag). The index of each
-// organisation an instance has served is kept in memory.
+// instance (each request checks that no newer commit exists). The index
+// of each organisation an instance has served is kept in memory.
 type Store struct {
 	s       storage.Store
 	names   func(kind, value string) string
@@ -90,8 +90,7 @@ type orgState struct {
 	// changes them.
 	mu     sync.RWMutex
 	loaded bool
-	etag   string
-	head   headFile
+	seq    int64 // the last commit applied to st
 	st     *state
 }
 
@@ -145,18 +144,36 @@ func (s *Store) org(org string) (*orgState, error) {
 	return o, nil
 }
 
-func (o *orgState) headName() string { return o.prefix + "head" }
+func (o *orgState) segName(n int64) string  { return fmt.Sprintf("%sseg/%020d", o.prefix, n) }
+func (o *orgState) ckptName(n int64) string { return fmt.Sprintf("%sckpt/%020d", o.prefix, n) }
 
-// fresh makes o reflect the stored head as of now.
+// fresh makes o reflect every commit made before the call: one Stat of
+// the next commit's name when nothing changed.
 func (s *Store) fresh(ctx context.Context, o *orgState) error {
-	etag, err := s.headETag(ctx, o)
-	if err != nil {
-		return err
-	}
 	o.mu.RLock()
-	ok := o.loaded && o.etag == etag
+	loaded, next := o.loaded, o.seq+1
 	o.mu.RUnlock()
-	if ok {
+	if loaded {
+		_, err := s.s.Stat(ctx, o.segName(next))
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("fhir: look for new commits: %w", err)
+		}
+	}
+	o.wmu.Lock()
+	defer o.wmu.Unlock()
+	return s.loadLocked(ctx, o)
+}
+
+// ensureLoaded loads o once; commits find out about other instances'
+// commits when their create-if-absent write fails.
+func (s *Store) ensureLoaded(ctx context.Context, o *orgState) error {
+	o.mu.RLock()
+	loaded := o.loaded
+	o.mu.RUnlock()
+	if loaded {
 		return nil
 	}
 	o.wmu.Lock()
@@ -164,121 +181,62 @@ func (s *Store) fresh(ctx context.Context, o *orgState) error {
 	return s.loadLocked(ctx, o)
 }
 
-// headETag returns the stored head's ETag, "" when there is none.
-func (s *Store) headETag(ctx context.Context, o *orgState) (string, error) {
-	info, err := s.s.Stat(ctx, o.headName())
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		return "", nil
-	case err != nil:
-		return "", fmt.Errorf("fhir: read head: %w", err)
-	}
-	return info.ETag, nil
-}
-
-// loadLocked brings o up to date with the stored head. The caller holds
-// o.wmu.
+// loadLocked brings o up to date: from the latest checkpoint when o is
+// not loaded yet, then commit by commit until the next one does not
+// exist. The caller holds o.wmu.
 func (s *Store) loadLocked(ctx context.Context, o *orgState) error {
-	var err error
-	for range 8 {
-		if err = s.loadOnce(ctx, o); !errors.Is(err, errStale) {
+	if !o.loaded {
+		var err error
+		for range 8 {
+			if err = s.loadCheckpoint(ctx, o); !errors.Is(err, errStale) {
+				break
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
-	return err
-}
-
-func (s *Store) loadOnce(ctx context.Context, o *orgState) error {
-	etag, err := s.headETag(ctx, o)
-	if err != nil {
-		return err
-	}
-	if o.loaded && etag == o.etag {
-		return nil
-	}
-	if etag == "" {
-		if o.loaded && o.etag != "" {
-			return fmt.Errorf("fhir: the head of an organisation disappeared from the store")
+	for {
+		n := o.seq + 1
+		idx, base, err := readSegIndex(ctx, s.s, o.segName(n))
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil
 		}
-		o.mu.Lock()
-		o.loaded, o.st, o.head = true, newState(), headFile{V: 1}
-		o.mu.Unlock()
-		return nil
-	}
-	rc, info, err := s.s.Get(ctx, o.headName(), storage.GetOptions{})
-	if errors.Is(err, storage.ErrNotFound) {
-		return errStale
-	}
-	if err != nil {
-		return fmt.Errorf("fhir: read head: %w", err)
-	}
-	raw, err := io.ReadAll(io.LimitReader(rc, maxHeadBytes))
-	rc.Close()
-	if err != nil {
-		return fmt.Errorf("fhir: read head: %w", err)
-	}
-	var h headFile
-	if err := json.Unmarshal(raw, &h); err != nil || h.V != 1 {
-		return fmt.Errorf("fhir: head of an organisation is damaged")
-	}
-	if o.loaded && h.Ckpt == o.head.Ckpt && len(h.Segs) >= len(o.head.Segs) && slices.Equal(h.Segs[:len(o.head.Segs)], o.head.Segs) {
-		// The usual case: a few more segments after the ones we have.
-		segs, err := s.readSegments(ctx, h.Segs[len(o.head.Segs):])
 		if err != nil {
 			return err
 		}
 		o.mu.Lock()
-		for _, sg := range segs {
-			o.st.applySegment(sg.name, sg.idx, sg.base)
-		}
-		o.head, o.etag = h, info.ETag
+		o.st.applySegment(o.segName(n), idx, base)
+		o.seq = n
 		o.mu.Unlock()
-		return nil
 	}
-	st := newState()
-	if h.Ckpt != "" {
-		c, err := s.readCheckpoint(ctx, h.Ckpt)
+}
+
+// loadCheckpoint starts o from its latest checkpoint (or empty).
+func (s *Store) loadCheckpoint(ctx context.Context, o *orgState) error {
+	var latest string
+	for info, err := range s.s.List(ctx, o.prefix+"ckpt/") {
+		if err != nil {
+			return fmt.Errorf("fhir: list checkpoints: %w", err)
+		}
+		latest = info.Name // List is in name order
+	}
+	st, seq := newState(), int64(0)
+	if latest != "" {
+		c, err := s.readCheckpoint(ctx, latest)
 		if err != nil {
 			return err
 		}
 		var ok bool
-		if st, ok = stateFromCheckpoint(c); !ok {
+		if st, ok = stateFromCheckpoint(c); !ok || o.ckptName(c.Seq) != latest {
 			return fmt.Errorf("fhir: checkpoint of an organisation is damaged")
 		}
-	}
-	segs, err := s.readSegments(ctx, h.Segs)
-	if err != nil {
-		return err
-	}
-	for _, sg := range segs {
-		st.applySegment(sg.name, sg.idx, sg.base)
+		seq = c.Seq
 	}
 	o.mu.Lock()
-	o.st, o.head, o.etag, o.loaded = st, h, info.ETag, true
+	o.st, o.seq, o.loaded = st, seq, true
 	o.mu.Unlock()
 	return nil
-}
-
-// stagedSeg is a written segment and its index.
-type stagedSeg struct {
-	name string
-	idx  segIndex
-	base int64
-}
-
-func (s *Store) readSegments(ctx context.Context, names []string) ([]stagedSeg, error) {
-	out := make([]stagedSeg, len(names))
-	for i, n := range names {
-		idx, base, err := readSegIndex(ctx, s.s, n)
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, errStale
-		}
-		if err != nil {
-			return nil, err
-		}
-		out[i] = stagedSeg{name: n, idx: idx, base: base}
-	}
-	return out, nil
 }
 
 func (s *Store) readCheckpoint(ctx context.Context, name string) (*ckptFile, error) {
@@ -304,90 +262,29 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func (s *Store) newSegName(o *orgState) string {
-	return fmt.Sprintf("%sseg/%020d-%s", o.prefix, s.now().UnixNano(), randomHex(8))
+// stagePart stores bodies of an NDJSON load under a new name; nothing
+// refers to them until a commit lists them.
+func (s *Store) stagePart(ctx context.Context, o *orgState, body []byte) (string, error) {
+	name := fmt.Sprintf("%sstage/%020d-%s", o.prefix, s.now().UnixNano(), randomHex(8))
+	if _, err := s.s.Put(ctx, name, bytes.NewReader(body), storage.PutOptions{Size: int64(len(body)), IfAbsent: true, ContentType: "application/octet-stream"}); err != nil {
+		return "", fmt.Errorf("fhir: stage NDJSON resources: %w", err)
+	}
+	return name, nil
 }
 
-// writeSeg stores a segment under a new name. Nothing refers to it until
-// a head swap lists it.
-func (s *Store) writeSeg(ctx context.Context, o *orgState, b *segBuilder) (stagedSeg, error) {
-	r, size, err := b.reader()
-	if err != nil {
-		return stagedSeg{}, err
-	}
-	name := s.newSegName(o)
-	if _, err := s.s.Put(ctx, name, r, storage.PutOptions{Size: size, IfAbsent: true, ContentType: "application/octet-stream"}); err != nil {
-		return stagedSeg{}, fmt.Errorf("fhir: write segment: %w", err)
-	}
-	return stagedSeg{name: name, idx: b.idx, base: size - int64(len(b.body))}, nil
-}
-
-// discard deletes segments that no head lists, best effort: a leftover is
-// invisible and Sweep removes it later.
-func (s *Store) discard(segs []stagedSeg) {
+// discard deletes staged parts that no commit lists, best effort: a
+// leftover is invisible and Sweep removes it later.
+func (s *Store) discard(names []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, sg := range segs {
-		if err := s.s.Delete(ctx, sg.name); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			s.log.Warn("could not delete an uncommitted segment; Sweep will", "err", err.Error())
+	for _, n := range names {
+		if err := s.s.Delete(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			s.log.Warn("could not delete an uncommitted staged object; Sweep will", "err", err.Error())
 		}
 	}
 }
 
-// swapHead makes segs visible with one compare-and-swap of the head. The
-// caller holds o.wmu and o is loaded. It returns false (and no error) when
-// another writer changed the head first; then nothing of segs is visible.
-func (s *Store) swapHead(ctx context.Context, o *orgState, segs []stagedSeg) (bool, error) {
-	if o.etag == "" {
-		if err := s.registerOrg(ctx, o.org); err != nil {
-			return false, err
-		}
-	}
-	nh := headFile{V: 1, Seq: o.head.Seq + 1, Ckpt: o.head.Ckpt, Segs: slices.Clone(o.head.Segs)}
-	for _, sg := range segs {
-		nh.Segs = append(nh.Segs, sg.name)
-	}
-	data, err := json.Marshal(nh)
-	if err != nil {
-		return false, err
-	}
-	opts := storage.PutOptions{Size: int64(len(data)), ContentType: "application/json"}
-	if o.etag == "" {
-		opts.IfAbsent = true
-	} else {
-		opts.IfMatch = o.etag
-	}
-	info, err := s.s.Put(ctx, o.headName(), bytes.NewReader(data), opts)
-	switch {
-	case errors.Is(err, storage.ErrPreconditionFailed), errors.Is(err, storage.ErrExists):
-		return false, nil
-	case err != nil:
-		// The swap may or may not have happened (a lost answer), and a
-		// request still in flight may land later: look, and when the
-		// segments are not listed leave them in place (Sweep removes
-		// them once they are old) rather than risk deleting what a late
-		// swap makes visible.
-		if lerr := s.loadLocked(ctx, o); lerr == nil {
-			o.mu.RLock()
-			committed := slices.Contains(o.head.Segs, segs[0].name) || o.st.segs[segs[0].name] > 0
-			o.mu.RUnlock()
-			if committed {
-				return true, nil
-			}
-		}
-		return false, &ambiguousError{err: err}
-	}
-	o.mu.Lock()
-	for _, sg := range segs {
-		o.st.applySegment(sg.name, sg.idx, sg.base)
-	}
-	o.head, o.etag = nh, info.ETag
-	o.mu.Unlock()
-	return true, nil
-}
-
-// ambiguousError is a commit whose outcome could not be established; its
-// segment must not be deleted.
+// ambiguousError is a commit whose outcome could not be established.
 type ambiguousError struct{ err error }
 
 func (e *ambiguousError) Error() string {
@@ -395,122 +292,126 @@ func (e *ambiguousError) Error() string {
 }
 func (e *ambiguousError) Unwrap() error { return e.err }
 
-// commit plans and commits one segment: build is called with the fresh
-// state (and again after losing a race) and returns the segment to write,
-// or nil when there is nothing to write; after is called with the state
-// once the segment is visible. The caller's context bounds planning; the
-// writes run to their end on a detached context.
+// commit plans and commits one segment: build is called with the
+// organisation's state (again after losing a race) and returns the segment
+// to write, or nil when there is nothing to write; after is called with
+// the state once the segment is visible (seg is "" when nothing was
+// written). Planning runs outside the organisation's commit lock, so that
+// concurrent requests overlap; only the create-if-absent write of the next
+// commit is serialised. The caller's context bounds planning; the write
+// runs to its end on a detached context.
 func (s *Store) commit(ctx context.Context, org string, build func(st *state) (*segBuilder, error), after func(st *state, seg string)) error {
 	o, err := s.org(org)
 	if err != nil {
 		return err
 	}
-	o.wmu.Lock()
-	defer o.wmu.Unlock()
+	if err := s.ensureLoaded(ctx, o); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	id := randomHex(16)
 	for range commitAttempts {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := s.loadLocked(ctx, o); err != nil {
-			return err
-		}
+		o.mu.RLock()
+		seq := o.seq
 		b, err := build(o.st)
+		if err == nil && (b == nil || b.empty()) {
+			after(o.st, "")
+		}
+		o.mu.RUnlock()
 		if err != nil {
 			return err
 		}
 		if b == nil || b.empty() {
-			after(o.st, "")
 			return nil
 		}
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-		sg, err := s.writeSeg(wctx, o, b)
-		if err != nil {
-			cancel()
-			return err
-		}
-		ok, err := s.swapHead(wctx, o, []stagedSeg{sg})
-		if err != nil {
-			var amb *ambiguousError
-			if !errors.As(err, &amb) {
-				s.discard([]stagedSeg{sg})
-			}
-			cancel()
-			return err
-		}
-		if !ok {
-			cancel()
-			s.discard([]stagedSeg{sg})
+		b.idx.C = id
+		o.wmu.Lock()
+		if o.seq != seq {
+			// Another commit of this instance landed after planning.
+			o.wmu.Unlock()
 			continue
 		}
-		after(o.st, sg.name)
+		done, err := s.writeCommit(wctx, o, b)
+		if err != nil || !done {
+			if err == nil {
+				// Another instance took the number: load, plan again.
+				err = s.loadLocked(wctx, o)
+			}
+			o.wmu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		after(o.st, o.segName(o.seq))
 		s.maybeCheckpoint(wctx, o)
-		cancel()
+		o.wmu.Unlock()
 		return nil
 	}
 	return newError(ErrConflict, CodeConflict, "", "other writers kept changing this organisation's records; retry")
 }
 
-// commitStaged makes already written segments visible together, after
-// check accepts the fresh state.
-func (s *Store) commitStaged(ctx context.Context, org string, segs []stagedSeg, after func(st *state)) error {
-	o, err := s.org(org)
-	if err != nil {
-		return err
-	}
-	o.wmu.Lock()
-	defer o.wmu.Unlock()
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-	defer cancel()
-	for range commitAttempts {
-		if err := s.loadLocked(wctx, o); err != nil {
-			return err
+// writeCommit writes b as commit o.seq+1 and applies it. It returns false
+// when another writer holds that number. The caller holds o.wmu.
+func (s *Store) writeCommit(ctx context.Context, o *orgState, b *segBuilder) (bool, error) {
+	if o.seq == 0 {
+		if err := s.registerOrg(ctx, o.org); err != nil {
+			return false, err
 		}
-		ok, err := s.swapHead(wctx, o, segs)
+	}
+	name := o.segName(o.seq + 1)
+	for try := 0; ; try++ {
+		r, size, err := b.reader()
 		if err != nil {
-			return err
+			return false, err
 		}
-		if ok {
-			after(o.st)
-			s.maybeCheckpoint(wctx, o)
-			return nil
+		_, err = s.s.Put(ctx, name, r, storage.PutOptions{Size: size, IfAbsent: true, ContentType: "application/octet-stream"})
+		if errors.Is(err, storage.ErrExists) {
+			// Ours, if an earlier try's answer was lost; else another's.
+			idx, _, rerr := readSegIndex(ctx, s.s, name)
+			if rerr != nil || idx.C != b.idx.C {
+				return false, nil
+			}
+			err = nil
 		}
+		if err == nil {
+			o.mu.Lock()
+			o.st.applySegment(name, b.idx, size-int64(len(b.body)))
+			o.seq++
+			o.mu.Unlock()
+			return true, nil
+		}
+		// The write failed, or its answer was lost: a retry either
+		// creates the commit or finds it (above).
+		if try == 2 || ctx.Err() != nil {
+			return false, &ambiguousError{err: err}
+		}
+		time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
 	}
-	return newError(ErrConflict, CodeConflict, "", "other writers kept changing this organisation's records; retry")
 }
 
-// maybeCheckpoint merges the head's segment indexes into a checkpoint once
-// there are enough of them. Failure is harmless: the next commit tries
-// again. The caller holds o.wmu.
+// maybeCheckpoint writes a checkpoint every CheckpointEvery commits and
+// deletes the ones before the previous. Failure is harmless: loading
+// reads more segments. The caller holds o.wmu.
 func (s *Store) maybeCheckpoint(ctx context.Context, o *orgState) {
-	if len(o.head.Segs) < s.every {
+	if o.seq%int64(s.every) != 0 {
 		return
 	}
-	c := o.st.checkpoint(o.head.Seq)
-	data, err := json.Marshal(c)
+	data, err := json.Marshal(o.st.checkpoint(o.seq))
 	if err != nil {
 		s.log.Warn("checkpoint not written", "err", err.Error())
 		return
 	}
-	name := fmt.Sprintf("%sckpt/%020d-%s", o.prefix, o.head.Seq, randomHex(8))
-	if _, err := s.s.Put(ctx, name, bytes.NewReader(data), storage.PutOptions{Size: int64(len(data)), IfAbsent: true, ContentType: "application/json"}); err != nil {
+	name := o.ckptName(o.seq)
+	if _, err := s.s.Put(ctx, name, bytes.NewReader(data), storage.PutOptions{Size: int64(len(data)), IfAbsent: true, ContentType: "application/json"}); err != nil && !errors.Is(err, storage.ErrExists) {
 		s.log.Warn("checkpoint not written", "err", err.Error())
 		return
 	}
-	nh := headFile{V: 1, Seq: o.head.Seq, Ckpt: name, Segs: []string{}}
-	hd, _ := json.Marshal(nh)
-	info, err := s.s.Put(ctx, o.headName(), bytes.NewReader(hd), storage.PutOptions{Size: int64(len(hd)), IfMatch: o.etag, ContentType: "application/json"})
-	if err != nil {
-		_ = s.s.Delete(ctx, name)
-		if !errors.Is(err, storage.ErrPreconditionFailed) {
-			s.log.Warn("checkpoint not installed", "err", err.Error())
-		}
-		return
-	}
-	o.mu.Lock()
-	o.head, o.etag = nh, info.ETag
-	o.mu.Unlock()
-	// Keep the previous checkpoint for readers that loaded the old head a
-	// moment ago; delete older ones.
+	// Keep the previous checkpoint for instances loading right now.
 	var old []string
 	for info, err := range s.s.List(ctx, o.prefix+"ckpt/") {
 		if err != nil {
@@ -518,19 +419,16 @@ func (s *Store) maybeCheckpoint(ctx context.Context, o *orgState) {
 		}
 		old = append(old, info.Name)
 	}
-	slices.Sort(old)
 	for i := 0; i+2 < len(old); i++ {
-		if old[i] != name {
-			_ = s.s.Delete(ctx, old[i])
-		}
+		_ = s.s.Delete(ctx, old[i])
 	}
 }
 
-// Sweep deletes the segments of org that no commit refers to and that are
-// older than minAge: what commits left behind when their process died
-// between writing a segment and swapping the head. minAge must exceed the
-// longest upload (an NDJSON load stages segments for as long as the
-// upload lasts); a day is safe. It returns how many it deleted.
+// Sweep deletes the staged NDJSON objects of org that no commit lists and
+// that are older than minAge: what loads left behind when their process
+// died before committing or cleaning up. minAge must exceed the longest
+// upload (a load stages objects for as long as its upload lasts); a day is
+// safe. It returns how many it deleted.
 func (s *Store) Sweep(ctx context.Context, org string, minAge time.Duration) (int, error) {
 	o, err := s.org(org)
 	if err != nil {
@@ -541,7 +439,7 @@ func (s *Store) Sweep(ctx context.Context, org string, minAge time.Duration) (in
 	}
 	cutoff := s.now().Add(-minAge).UnixNano()
 	var names []string
-	for info, err := range s.s.List(ctx, o.prefix+"seg/") {
+	for info, err := range s.s.List(ctx, o.prefix+"stage/") {
 		if err != nil {
 			return 0, fmt.Errorf("fhir: sweep: %w", err)
 		}
@@ -550,12 +448,11 @@ func (s *Store) Sweep(ctx context.Context, org string, minAge time.Duration) (in
 	o.mu.RLock()
 	var dead []string
 	for _, n := range names {
-		if _, used := o.st.segs[n]; used || slices.Contains(o.head.Segs, n) {
+		if _, used := o.st.segs[n]; used {
 			continue
 		}
 		var ts int64
-		base := n[strings.LastIndexByte(n, '/')+1:]
-		if _, err := fmt.Sscanf(base, "%d-", &ts); err != nil || ts > cutoff {
+		if _, err := fmt.Sscanf(n[strings.LastIndexByte(n, '/')+1:], "%d-", &ts); err != nil || ts > cutoff {
 			continue
 		}
 		dead = append(dead, n)
@@ -617,7 +514,7 @@ func (s *Store) readOrgs(ctx context.Context) ([]string, string, error) {
 	}
 	defer rc.Close()
 	var f orgsFile
-	if err := json.NewDecoder(io.LimitReader(rc, maxHeadBytes)).Decode(&f); err != nil {
+	if err := json.NewDecoder(io.LimitReader(rc, maxOrgsBytes)).Decode(&f); err != nil {
 		return nil, "", fmt.Errorf("fhir: organisations list is damaged: %w", err)
 	}
 	return f.Orgs, info.ETag, nil

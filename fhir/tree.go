@@ -77,8 +77,7 @@ func checkElements(v any, path string, issues *[]Issue) {
 			*issues = append(*issues, Issue{Severity: SeverityError, Code: CodeInvalid, Expression: path, Details: "empty object (FHIR elements must have a value or children)"})
 			return
 		}
-		for _, k := range sortedKeys(t) {
-			c := t[k]
+		for k, c := range t { // issues are sorted by the caller
 			p := joinPath(path, k)
 			if c == nil {
 				*issues = append(*issues, Issue{Severity: SeverityError, Code: CodeInvalid, Expression: p, Details: "null value"})
@@ -211,6 +210,38 @@ func spliceMeta(dst, body []byte, typ, id, versionID, lastUpdated string) ([]byt
 		dst = append(dst, ',')
 	}
 	return append(dst, body[off:]...), nil
+}
+
+// appendUnordered appends the JSON encoding of a tree value with object
+// keys in map order: the parser's input, where order does not matter and
+// sorting would only cost.
+func appendUnordered(b []byte, v any) []byte {
+	switch t := v.(type) {
+	case []any:
+		b = append(b, '[')
+		for i, e := range t {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendUnordered(b, e)
+		}
+		return append(b, ']')
+	case object:
+		b = append(b, '{')
+		first := true
+		for k, c := range t {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = appendUnordered(b, c)
+		}
+		return append(b, '}')
+	default:
+		return appendValue(b, v)
+	}
 }
 
 // appendValue appends the JSON encoding of a tree value. In every object

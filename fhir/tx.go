@@ -128,15 +128,15 @@ func instant(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.00
 // A batch reports each entry's outcome; its successful writes are
 // committed together.
 func (s *Store) ProcessBundle(ctx context.Context, org string, body []byte, opts WriteOptions) (*BundleResult, error) {
-	env, es, err := parseEnvelope(body)
+	typ, es, err := parseEnvelope(body)
 	if err != nil {
 		return nil, err
 	}
-	batch := env.Type == "batch"
+	batch := typ == "batch"
 	if err := s.process(ctx, org, es, batch, opts); err != nil {
 		return nil, err
 	}
-	res := &BundleResult{Type: env.Type + "-response", Entries: make([]EntryResult, len(es))}
+	res := &BundleResult{Type: typ + "-response", Entries: make([]EntryResult, len(es))}
 	for i, e := range es {
 		res.Entries[i] = e.result()
 	}
@@ -227,13 +227,27 @@ func (s *Store) process(ctx context.Context, org string, es []*entry, batch bool
 			return err
 		}
 	}
+	// Decisions are remembered across re-plans: a retry asks again only
+	// about what changed.
+	decided := map[string]error{}
+	authorize := opts.Authorize
+	opts.Authorize = func(ctx context.Context, a Access) error {
+		k := fmt.Sprintf("%t|%t|%s|%s|%s|%s", a.Write, a.Search, a.Type, a.ID, a.Patient, strings.Join(a.Labels, ","))
+		if err, ok := decided[k]; ok {
+			return err
+		}
+		err := authorize(ctx, a)
+		decided[k] = err
+		return err
+	}
+	at := instant(s.now())
 	var b *segBuilder
 	err := s.commit(ctx, org, func(st *state) (*segBuilder, error) {
 		for i, e := range es {
 			e.err = perr[i]
 		}
 		var err error
-		b, err = s.plan(ctx, st, es, batch, opts)
+		b, err = s.plan(ctx, st, es, batch, opts, at)
 		return b, err
 	}, func(st *state, seg string) { s.settle(st, es, seg, b, opts) })
 	if err != nil {
@@ -269,7 +283,7 @@ func joinEntryErrors(es []*entry) error {
 // plan decides what each entry does against st, rewrites references,
 // authorizes, and returns the segment to commit. In a transaction the
 // first failure is returned; in a batch it is recorded on its entry.
-func (s *Store) plan(ctx context.Context, st *state, es []*entry, batch bool, opts WriteOptions) (*segBuilder, error) {
+func (s *Store) plan(ctx context.Context, st *state, es []*entry, batch bool, opts WriteOptions, at string) (*segBuilder, error) {
 	for _, e := range es {
 		e.op, e.target, e.status, e.version, e.at, e.body, e.out = opNone, "", 0, 0, "", nil, nil
 		e.patient, e.labels = "", nil
@@ -371,7 +385,7 @@ func (s *Store) plan(ctx context.Context, st *state, es []*entry, batch bool, op
 	}
 
 	// 6. The segment: every write, in entry order.
-	b := newSegBuilder(instant(s.now()))
+	b := newSegBuilder(at)
 	for _, e := range es {
 		if !ok(e) {
 			continue
