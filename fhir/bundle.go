@@ -281,20 +281,22 @@ func (e *entry) parseRequestURL(u string) error {
 // parseEntries parses the resources of es in parallel; a failure is
 // recorded on its entry.
 func (s *Store) parseEntries(es []*entry) {
-	s.parseEntriesWith(es, func(e *entry) { e.parse(s.parser) })
+	s.parseEntriesWith(es, func(e *entry, buf *[]byte) { e.parse(s.parser, buf) })
 }
 
 // parseEntriesWith runs parse on the entries that have a resource and no
 // error yet, on the Store's workers.
-func (s *Store) parseEntriesWith(es []*entry, parse func(*entry)) {
+// Each worker passes parse its own scratch buffer.
+func (s *Store) parseEntriesWith(es []*entry, parse func(*entry, *[]byte)) {
 	work := make(chan *entry)
 	var wg sync.WaitGroup
 	for range min(s.workers, max(len(es), 1)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var buf []byte
 			for e := range work {
-				parse(e)
+				parse(e, &buf)
 			}
 		}()
 	}
@@ -307,13 +309,15 @@ func (s *Store) parseEntriesWith(es []*entry, parse func(*entry)) {
 	wg.Wait()
 }
 
-func (e *entry) parse(p *Parser) {
+func (e *entry) parse(p *Parser, buf *[]byte) {
 	var res *Resource
 	var err error
 	if e.tree != nil {
 		// The Bundle was decoded as a tree: the validating parser gets the
 		// resource's canonical encoding.
-		res, err = p.parseTree(appendUnordered(nil, e.tree), e.tree)
+		// (The parser keeps nothing of its input: the buffer is reused.)
+		*buf = appendUnordered((*buf)[:0], e.tree)
+		res, err = p.parseTree(*buf, e.tree)
 	} else {
 		res, err = p.Parse(e.raw)
 	}

@@ -292,7 +292,7 @@ func (l *ndjsonLoad) settle(st *state, res *BundleResult) {
 
 // parseNDJSON parses lines in parallel; any resource type is accepted.
 func (s *Store) parseNDJSON(es []*entry) {
-	s.parseEntriesWith(es, func(e *entry) {
+	s.parseEntriesWith(es, func(e *entry, _ *[]byte) {
 		res, err := s.parser.Parse(e.raw)
 		if err != nil {
 			e.err = err

@@ -1,9 +1,9 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"io"
 	"iter"
 	"mime"
 	"net/http"
@@ -203,11 +203,14 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 	if mt := requestMediaType(r); !isJSONType(mt) {
 		return nil, errorf(http.StatusUnsupportedMediaType, "send %s (got %q)", fhirJSON, mt)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.FHIR.MaxBodyBytes))
-	if err != nil {
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= s.cfg.FHIR.MaxBodyBytes {
+		buf.Grow(int(n) + 1) // one read past the end sees EOF
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.FHIR.MaxBodyBytes)); err != nil {
 		return nil, bodyError(err)
 	}
-	return body, nil
+	return buf.Bytes(), nil
 }
 
 // bodyError classifies a failure to read a request body.
