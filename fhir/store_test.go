@@ -6,11 +6,15 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/consilium/consilium/fhir"
 	"github.com/consilium/consilium/storage"
@@ -268,5 +272,141 @@ func TestNDJSONLoad(t *testing.T) {
 				assertSameResource(t, lines[i], got, nil)
 			}
 		})
+	}
+}
+
+// TestReloadFromCheckpointsAndSegments: a second Store (another gateway
+// instance) on the same object store sees the first one's commits, from
+// checkpoints and segments, with the same versions; the first sees the
+// second's.
+func TestReloadFromCheckpointsAndSegments(t *testing.T) {
+	ctx := context.Background()
+	s, _, names := testStore(t)
+	small := func(o *fhir.StoreOptions) { o.CheckpointEvery = 3 }
+	a := newStore(t, s, names, small)
+	auth := &allow{}
+	for i := range 10 {
+		body := []byte(`{"resourceType":"Patient","id":"p1","gender":"` + []string{"male", "female"}[i%2] + `"}`)
+		if _, err := a.Update(ctx, "st-marys", "Patient", "p1", body, "", writeOpts(auth)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ckpts int
+	for _, n := range listing(t, s) {
+		if strings.Contains(n, "/ckpt/") {
+			ckpts++
+		}
+	}
+	if ckpts != 2 {
+		t.Fatalf("%d checkpoints kept, want 2 (the latest and the one before)", ckpts)
+	}
+	b := newStore(t, s, names, small)
+	v, err := b.Read(ctx, "st-marys", "Patient", "p1")
+	if err != nil || v.VersionID != 10 {
+		t.Fatalf("second instance reads version %d, %v", v.VersionID, err)
+	}
+	if _, err := b.Update(ctx, "st-marys", "Patient", "p1", []byte(`{"resourceType":"Patient","id":"p1"}`), `W/"10"`, writeOpts(auth)); err != nil {
+		t.Fatal(err)
+	}
+	// The first instance's If-Match sees the second's version.
+	if _, err := a.Update(ctx, "st-marys", "Patient", "p1", []byte(`{"resourceType":"Patient","id":"p1"}`), `W/"10"`, writeOpts(auth)); !errors.Is(err, fhir.ErrPreconditionFailed) {
+		t.Fatalf("stale If-Match: %v", err)
+	}
+	hist, err := a.History(ctx, "st-marys", "Patient", "p1")
+	if err != nil || len(hist) != 11 {
+		t.Fatalf("history of %d, %v", len(hist), err)
+	}
+	for i, h := range hist {
+		body, err := a.Body(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf(`"versionId":"%d"`, 11-i); !bytes.Contains(body, []byte(want)) {
+			t.Fatalf("version %d body: %s", 11-i, body)
+		}
+	}
+}
+
+// TestConcurrentStoresLoseNoUpdate: two Stores on one object store, each
+// with two writers, update one resource; every update is a version.
+func TestConcurrentStoresLoseNoUpdate(t *testing.T) {
+	ctx := context.Background()
+	s, _, names := testStore(t)
+	stores := []*fhir.Store{newStore(t, s, names), newStore(t, s, names)}
+	auth := &allow{}
+	const per = 8
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range per {
+				body := []byte(fmt.Sprintf(`{"resourceType":"Observation","id":"o","status":"final","code":{"text":"w%d-%d"}}`, i, j))
+				if _, err := stores[i%2].Update(ctx, "st-marys", "Observation", "o", body, "", writeOpts(auth)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, st := range stores {
+		v, err := st.Read(ctx, "st-marys", "Observation", "o")
+		if err != nil || v.VersionID != 4*per {
+			t.Fatalf("version %d after %d updates: %v", v.VersionID, 4*per, err)
+		}
+	}
+}
+
+// TestSweepRemovesAbandonedStagedObjects: objects staged by a load that
+// never committed (its process died) are invisible and swept once old.
+func TestSweepRemovesAbandonedStagedObjects(t *testing.T) {
+	ctx := context.Background()
+	s, _, names := testStore(t)
+	now := time.Now()
+	clock := func(o *fhir.StoreOptions) { o.Now = func() time.Time { return now } }
+	fs := newStore(t, s, names, clock)
+	auth := &allow{}
+	// A load that fails mid-stream cleans up after itself...
+	pr, pw := io.Pipe()
+	go func() {
+		line := readFile(t, fhirFiles(t, "ndjson")[0])
+		_, _ = pw.Write(bytes.Repeat(line, 2))
+		pw.CloseWithError(errors.New("connection reset"))
+	}()
+	if _, err := fs.LoadNDJSON(ctx, "st-marys", pr, writeOpts(auth)); err == nil {
+		t.Fatal("a broken stream was accepted")
+	}
+	if n := listing(t, s); len(n) != 0 {
+		t.Fatalf("left behind: %v", n)
+	}
+	// ...and what a dead process would leave is swept, unless committed
+	// or young.
+	res, err := fs.LoadNDJSON(ctx, "st-marys", bytes.NewReader(readFile(t, fhirFiles(t, "ndjson")[0])), writeOpts(auth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stage string
+	for _, n := range listing(t, s) {
+		if strings.Contains(n, "/stage/") {
+			stage = n
+		}
+	}
+	orphan := stage[:strings.LastIndexByte(stage, '/')+1] + fmt.Sprintf("%020d-deadbeefdeadbeef", now.Add(-48*time.Hour).UnixNano())
+	young := stage[:strings.LastIndexByte(stage, '/')+1] + fmt.Sprintf("%020d-0123456789abcdef", now.UnixNano())
+	for _, n := range []string{orphan, young} {
+		if _, err := s.Put(ctx, n, bytes.NewReader([]byte("x")), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := fs.Sweep(ctx, "st-marys", 24*time.Hour)
+	if err != nil || n != 1 {
+		t.Fatalf("swept %d, %v", n, err)
+	}
+	left := listing(t, s)
+	if slices.Contains(left, orphan) || !slices.Contains(left, young) || !slices.Contains(left, stage) {
+		t.Fatalf("after sweep: %v", left)
+	}
+	if _, err := fs.Read(ctx, "st-marys", res.Entries[0].Type, res.Entries[0].ID); err != nil {
+		t.Fatal(err)
 	}
 }
