@@ -27,6 +27,7 @@ func (s *Server) routes() *http.ServeMux {
 	fhirBody := maxBody(s.cfg.FHIR.MaxBodyBytes)
 	mux.Handle("GET /fhir/metadata", s.wrap(s.fhirMetadata, fhirRoute()...))
 	mux.Handle("POST /fhir", s.wrap(s.fhirPostBase, fhirRoute(maxBody(-1))...))
+	mux.Handle("POST /fhir/{$}", s.wrap(s.fhirPostBase, fhirRoute(maxBody(-1))...))
 	mux.Handle("POST /fhir/{type}", s.wrap(knownType(s.fhirCreate), fhirRoute(fhirBody)...))
 	mux.Handle("PUT /fhir/{type}", s.wrap(knownType(s.fhirConditionalUpdate), fhirRoute(fhirBody)...))
 	mux.Handle("PUT /fhir/{type}/{id}", s.wrap(knownType(s.fhirUpdate), fhirRoute(fhirBody)...))
