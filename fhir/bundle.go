@@ -46,9 +46,10 @@ type entry struct {
 	err error // batch: this entry failed
 
 	// Plan.
-	op     int
-	newID  string // the id a create gets; chosen once, kept across retries
-	target string
+	op       int
+	condRefs bool   // a conditional reference was resolved against the state
+	newID    string // the id a create gets; chosen once, kept across retries
+	target   string
 	// For writes: what is stored.
 	patient string
 	labels  []string

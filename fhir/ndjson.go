@@ -77,6 +77,9 @@ func (s *Store) LoadNDJSON(ctx context.Context, org string, r io.Reader, opts Wr
 		// only means writing it under the next number.
 		manifest := newSegBuilder(l.at)
 		manifest.idx.Parts, manifest.idx.Entries = l.parts, l.entries
+		// Not independent: lines keep their own ids, which another load
+		// may write too, and settle needs this load's versions to be the
+		// last ones of their histories.
 		err := s.commit(ctx, org, func(*state) (*segBuilder, error) { return manifest, nil },
 			func(st *state, _ string) { l.settle(st, res) })
 		if err != nil {

@@ -77,6 +77,32 @@ type segEntry struct {
 type segBuilder struct {
 	idx  segIndex
 	body []byte
+	// independent is set when the plan that made the segment did not
+	// depend on the organisation's state (only creates under fresh ids,
+	// no conditional operations or references): such segments may be
+	// committed under any number and together with others (group commit).
+	independent bool
+}
+
+// merge returns one segment holding the versions of bs, in order.
+func merge(bs []*segBuilder) *segBuilder {
+	m := newSegBuilder(bs[0].idx.At)
+	m.independent = true
+	for _, b := range bs {
+		shift := int64(len(m.body))
+		parts := len(m.idx.Parts)
+		m.body = append(m.body, b.body...)
+		m.idx.Parts = append(m.idx.Parts, b.idx.Parts...)
+		for _, e := range b.idx.Entries {
+			if e.X > 0 {
+				e.X += parts
+			} else if !e.Del {
+				e.Off += shift
+			}
+			m.idx.Entries = append(m.idx.Entries, e)
+		}
+	}
+	return m
 }
 
 func newSegBuilder(at string) *segBuilder {

@@ -92,6 +92,19 @@ type orgState struct {
 	loaded bool
 	seq    int64 // the last commit applied to st
 	st     *state
+
+	// queue holds independent segments waiting to be committed together
+	// by whichever of their requests gets wmu first.
+	qmu   sync.Mutex
+	queue []*groupReq
+}
+
+// groupReq is one request's independent segment in a group commit.
+type groupReq struct {
+	b     *segBuilder
+	after func(st *state, seg string)
+	done  chan struct{}
+	err   error
 }
 
 // NewStore returns a Store over s.
@@ -328,6 +341,9 @@ func (s *Store) commit(ctx context.Context, org string, build func(st *state) (*
 		if b == nil || b.empty() {
 			return nil
 		}
+		if b.independent {
+			return s.groupCommit(wctx, o, b, after)
+		}
 		b.idx.C = id
 		o.wmu.Lock()
 		if o.seq != seq {
@@ -353,6 +369,63 @@ func (s *Store) commit(ctx context.Context, org string, build func(st *state) (*
 		return nil
 	}
 	return newError(ErrConflict, CodeConflict, "", "other writers kept changing this organisation's records; retry")
+}
+
+// groupCommit commits an independent segment together with the others
+// queued while the organisation's commit lock was held: concurrent
+// requests share one write (on MinIO, one PUT) instead of one each. The
+// request that gets the lock commits everything queued; the others find
+// their outcome done.
+func (s *Store) groupCommit(ctx context.Context, o *orgState, b *segBuilder, after func(st *state, seg string)) error {
+	req := &groupReq{b: b, after: after, done: make(chan struct{})}
+	o.qmu.Lock()
+	o.queue = append(o.queue, req)
+	o.qmu.Unlock()
+	o.wmu.Lock()
+	defer o.wmu.Unlock()
+	select {
+	case <-req.done: // an earlier holder of the lock committed it
+		return req.err
+	default:
+	}
+	o.qmu.Lock()
+	batch := o.queue
+	o.queue = nil
+	o.qmu.Unlock()
+	m := batch[0].b
+	if len(batch) > 1 {
+		bs := make([]*segBuilder, len(batch))
+		for i, r := range batch {
+			bs[i] = r.b
+		}
+		m = merge(bs)
+	}
+	m.idx.C = randomHex(16)
+	err := error(newError(ErrConflict, CodeConflict, "", "other writers kept changing this organisation's records; retry"))
+	for range commitAttempts {
+		done, werr := s.writeCommit(ctx, o, m)
+		if werr != nil || done {
+			err = werr
+			break
+		}
+		// Another instance took the number; independent segments go
+		// under the next one as they are.
+		if lerr := s.loadLocked(ctx, o); lerr != nil {
+			err = lerr
+			break
+		}
+	}
+	for _, r := range batch {
+		if err == nil {
+			r.after(o.st, o.segName(o.seq))
+		}
+		r.err = err
+		close(r.done)
+	}
+	if err == nil {
+		s.maybeCheckpoint(ctx, o)
+	}
+	return req.err
 }
 
 // writeCommit writes b as commit o.seq+1 and applies it. It returns false

@@ -410,3 +410,61 @@ func TestSweepRemovesAbandonedStagedObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// slowPuts delays every write, so that commits overlap.
+type slowPuts struct {
+	storage.Store
+	delay time.Duration
+}
+
+func (s slowPuts) Put(ctx context.Context, name string, r io.Reader, opts storage.PutOptions) (storage.Info, error) {
+	time.Sleep(s.delay)
+	return s.Store.Put(ctx, name, r, opts)
+}
+
+// TestGroupCommit: creates that arrive while a commit is being written
+// share the next one, and each still gets its own resource and version.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	base, _, names := testStore(t)
+	s := slowPuts{Store: base, delay: 30 * time.Millisecond}
+	fs := newStore(t, s, names)
+	auth := &allow{}
+	const n = 24
+	var wg sync.WaitGroup
+	ids := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := fs.Create(ctx, "st-marys", "Observation", []byte(fmt.Sprintf(`{"resourceType":"Observation","status":"final","code":{"text":"g%d"}}`, i)), "", writeOpts(auth))
+			if err != nil || res.Status != 201 || res.VersionID != 1 {
+				t.Errorf("create %d: %+v %v", i, res, err)
+				return
+			}
+			ids[i] = res.ID
+		}()
+	}
+	wg.Wait()
+	segs := 0
+	for _, name := range listing(t, base) {
+		if strings.Contains(name, "/seg/") {
+			segs++
+		}
+	}
+	if segs >= n {
+		t.Fatalf("%d commits for %d concurrent creates: nothing was grouped", segs, n)
+	}
+	other := newStore(t, base, names)
+	for i, id := range ids {
+		v, err := other.Read(ctx, "st-marys", "Observation", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := other.Body(ctx, v)
+		if err != nil || !bytes.Contains(body, []byte(fmt.Sprintf(`"text":"g%d"`, i))) {
+			t.Fatalf("create %d reads back %s (%v)", i, body, err)
+		}
+	}
+	t.Logf("%d creates in %d commits", n, segs)
+}

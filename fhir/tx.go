@@ -286,7 +286,7 @@ func joinEntryErrors(es []*entry) error {
 func (s *Store) plan(ctx context.Context, st *state, es []*entry, batch bool, opts WriteOptions, at string) (*segBuilder, error) {
 	for _, e := range es {
 		e.op, e.target, e.status, e.version, e.at, e.body, e.out = opNone, "", 0, 0, "", nil, nil
-		e.patient, e.labels = "", nil
+		e.patient, e.labels, e.condRefs = "", nil, false
 	}
 	fail := func(e *entry, err error) error {
 		err = atEntry(err, e.index, e.root)
@@ -384,8 +384,15 @@ func (s *Store) plan(ctx context.Context, st *state, es []*entry, batch bool, op
 		}
 	}
 
-	// 6. The segment: every write, in entry order.
+	// 6. The segment: every write, in entry order. It is independent of
+	// the state when nothing above consulted it.
 	b := newSegBuilder(at)
+	b.independent = true
+	for _, e := range es {
+		if e.method != "POST" || e.ifNoneExist != "" || e.condRefs {
+			b.independent = false
+		}
+	}
 	for _, e := range es {
 		if !ok(e) {
 			continue
@@ -522,6 +529,7 @@ func (e *entry) rewriteRefs(st *state, fullURLs map[string]*entry, batch bool) e
 			return &Error{Kind: ErrInvalid, Entry: -1, Issues: []Issue{{Severity: SeverityError, Code: CodeNotFound, Expression: e.res.Type,
 				Details: "a reference to a urn: fullUrl that no entry of the Bundle has", Diagnostics: "reference " + strconv.Quote(ref)}}}
 		} else if t, q, isCond := strings.Cut(ref, "?"); isCond && typePattern.MatchString(t) {
+			e.condRefs = true
 			matches, err := matchQuery(st, t, q)
 			if err != nil {
 				return err
@@ -611,7 +619,7 @@ func (s *Store) settle(st *state, es []*entry, seg string, b *segBuilder, opts W
 		case opCreate, opUpdate, opDelete:
 			h := st.lookup(e.typ, e.target)
 			e.version = versionIn(h, seg)
-			e.at = b.idx.At
+			e.at = h.vs[e.version-1].at
 			e.status = http.StatusOK
 			switch e.op {
 			case opCreate:
