@@ -177,6 +177,14 @@ func (s *Store) Delete(ctx context.Context, org, typ, id string, opts WriteOptio
 	return s.single(ctx, org, e, opts)
 }
 
+// ConditionalDelete deletes the one resource of typ that query selects
+// (DELETE /fhir/{type}?query); none is success, more than one
+// ErrPreconditionFailed.
+func (s *Store) ConditionalDelete(ctx context.Context, org, typ, query string, opts WriteOptions) (EntryResult, error) {
+	e := &entry{index: -1, method: "DELETE", typ: typ, query: query, hasQ: true}
+	return s.single(ctx, org, e, opts)
+}
+
 func (s *Store) single(ctx context.Context, org string, e *entry, opts WriteOptions) (EntryResult, error) {
 	if !typePattern.MatchString(e.typ) {
 		return EntryResult{}, newError(ErrMalformed, CodeValue, "", "not a resource type")

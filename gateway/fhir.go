@@ -365,6 +365,26 @@ func (s *Server) fhirDelete(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// fhirConditionalDelete is DELETE /fhir/{type}?search.
+func (s *Server) fhirConditionalDelete(w http.ResponseWriter, r *http.Request) error {
+	org, err := fhirScope(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	q.Del("_format")
+	if len(q) == 0 {
+		return errorf(http.StatusMethodNotAllowed, "DELETE needs an id, or search parameters for a conditional delete")
+	}
+	res, err := s.fhir.ConditionalDelete(r.Context(), org, r.PathValue("type"), q.Encode(), s.fhirWriteOptions(r, org))
+	if err != nil {
+		return fhirError(err)
+	}
+	setVersionHeaders(w, res.ETag(), res.LastModified)
+	writeFHIR(w, http.StatusNoContent, nil)
+	return nil
+}
+
 // answerWrite answers a create or update.
 func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, org string, res fhir.EntryResult) error {
 	if loc := res.Location(); loc != "" {

@@ -11,7 +11,7 @@ import (
 // The CapabilityStatement says what this server does, and only that:
 // every R4 resource type with read, vread, instance history, create
 // (conditional), update (update-as-create, conditional, If-Match), delete
-// (single conditional delete inside Bundles), type search with the
+// (conditional: one match at most), type search with the
 // parameters package fhir supports; transaction and batch at the base;
 // Patient/$everything; JSON only; mutual TLS.
 

@@ -674,6 +674,23 @@ func TestFHIRTransactionAndBatch(t *testing.T) {
 		dup := `{"request":{"method":"DELETE","url":"Patient/a"}}`
 		f.post("", txBundle("transaction", dup, dup)).want(t, http.StatusBadRequest)
 	})
+	t.Run("conditional update and delete over REST", func(t *testing.T) {
+		body := []byte(`{"resourceType":"Patient","identifier":[{"system":"urn:mrn","value":"rest-1"}]}`)
+		r := f.do(http.MethodPut, "/Patient?identifier=urn:mrn|rest-1", "application/fhir+json", body).want(t, http.StatusCreated)
+		_, id := location(t, r)
+		r = f.do(http.MethodPut, "/Patient?identifier=urn:mrn|rest-1", "application/fhir+json", body).want(t, http.StatusOK)
+		if _, id2 := location(t, r); id2 != id || r.header.Get("ETag") != `W/"2"` {
+			t.Fatalf("conditional update went to %s (%s), want %s", id2, r.header.Get("ETag"), id)
+		}
+		f.do(http.MethodPut, "/Patient?identifier=urn:mrn|rest-1", "application/fhir+json", []byte(`{"resourceType":"Patient","id":"other"}`)).want(t, http.StatusBadRequest)
+		f.do(http.MethodPut, "/Patient", "application/fhir+json", body).want(t, http.StatusMethodNotAllowed)
+		f.do(http.MethodDelete, "/Patient?identifier=urn:mrn|rest-1", "", nil).want(t, http.StatusNoContent)
+		f.get("/Patient/"+id).want(t, http.StatusGone)
+		f.do(http.MethodDelete, "/Patient?identifier=urn:mrn|rest-1", "", nil).want(t, http.StatusNoContent)
+		f.do(http.MethodPut, "/Patient/twin-1", "application/fhir+json", []byte(`{"resourceType":"Patient","id":"twin-1","identifier":[{"value":"twin"}]}`)).want(t, http.StatusCreated)
+		f.do(http.MethodPut, "/Patient/twin-2", "application/fhir+json", []byte(`{"resourceType":"Patient","id":"twin-2","identifier":[{"value":"twin"}]}`)).want(t, http.StatusCreated)
+		f.do(http.MethodDelete, "/Patient?identifier=twin", "", nil).want(t, http.StatusPreconditionFailed)
+	})
 	t.Run("reads in a transaction see its writes", func(t *testing.T) {
 		put := `{"resource":{"resourceType":"Patient","id":"rd-1"},"request":{"method":"PUT","url":"Patient/rd-1"}}`
 		get := `{"request":{"method":"GET","url":"Patient/rd-1"}}`

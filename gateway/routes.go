@@ -31,6 +31,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("POST /fhir/{type}", s.wrap(knownType(s.fhirCreate), fhirRoute(fhirBody)...))
 	mux.Handle("PUT /fhir/{type}", s.wrap(knownType(s.fhirConditionalUpdate), fhirRoute(fhirBody)...))
 	mux.Handle("PUT /fhir/{type}/{id}", s.wrap(knownType(s.fhirUpdate), fhirRoute(fhirBody)...))
+	mux.Handle("DELETE /fhir/{type}", s.wrap(knownType(s.fhirConditionalDelete), fhirRoute()...))
 	mux.Handle("DELETE /fhir/{type}/{id}", s.wrap(knownType(s.fhirDelete), fhirRoute()...))
 	mux.Handle("GET /fhir/{type}", s.wrap(knownType(s.fhirSearch), fhirRoute()...))
 	mux.Handle("GET /fhir/{type}/{id}", s.wrap(knownType(s.fhirRead), fhirRoute()...))
