@@ -177,7 +177,7 @@ func (s *Store) Everything(ctx context.Context, org, patientID string) ([]Versio
 // linked to a patient of org, for the policy input (policy.ConsentFromFHIR
 // reads each). A patient without consents gives none and no error.
 func (s *Store) Consents(ctx context.Context, org, patientID string) ([][]byte, error) {
-	_, page, err := s.Search(ctx, org, Query{Type: "Consent", Patient: patientID, Count: int(^uint(0) >> 1)})
+	_, page, err := s.Search(ctx, org, Query{Type: "Consent", Patient: patientID, Count: 1 << 30})
 	if err != nil {
 		return nil, err
 	}
