@@ -187,7 +187,9 @@ func TestAuditFailClosed(t *testing.T) {
 	}
 	store := &failingStore{Store: fs}
 	log := openAudit(t, store, g)
-	srv, err := gateway.New(gateway.Config{}, gateway.Options{Logger: g.Logger, TLS: g.TLS.Config(), Store: base, Policy: g.Policy, Audit: log})
+	opts := g.Options
+	opts.Store, opts.Audit, opts.Registry = base, log, nil
+	srv, err := gateway.New(gateway.Config{}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,4 +372,52 @@ func signingKey(t *testing.T, l devenv.Layout) minisign.PrivateKey {
 		t.Fatal(err)
 	}
 	return key
+}
+
+// TestFHIRWritesAuditedBeforeVisible checks that a FHIR write is in the
+// audit trail before it is acknowledged, with its patient's pseudonym,
+// and that with the trail unavailable the write is refused and nothing
+// of it becomes visible.
+func TestFHIRWritesAuditedBeforeVisible(t *testing.T) {
+	ctx := context.Background()
+	first := gatewaytest.Start(t, nil, gatewaytest.Config{})
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &failingStore{Store: fs}
+	log := openAudit(t, store, first)
+	g := gatewaytest.Start(t, nil, gatewaytest.Config{Dir: first.Layout.Dir, Options: gateway.Options{Audit: log}})
+	f := newFHIRClient(t, g, "st-marys")
+
+	patient := func(id string) []byte {
+		return []byte(`{"resourceType":"Patient","id":"` + id + `","gender":"female"}`)
+	}
+	resp := f.do(http.MethodPut, "/Patient/audited-1", "application/fhir+json", patient("audited-1")).want(t, http.StatusCreated)
+	id := resp.header.Get("X-Request-Id")
+
+	store.fail.Store(true)
+	resp = f.do(http.MethodPut, "/Patient/audited-2", "application/fhir+json", patient("audited-2"))
+	if resp.status != http.StatusServiceUnavailable {
+		t.Fatalf("write with the audit trail down: %d %s", resp.status, resp.body)
+	}
+	store.fail.Store(false)
+	f.get("/Patient/audited-2").want(t, http.StatusNotFound)
+	f.get("/Patient/audited-1").want(t, http.StatusOK)
+
+	var es []audit.Entry
+	for e, err := range log.Read(ctx, audit.Filter{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e)
+	}
+	got := byRequest(es)[id]
+	if len(got) == 0 {
+		t.Fatalf("no audit entry for request %s", id)
+	}
+	e := got[0]
+	if e.Action != "fhir.update" || e.Target.Patient == "" || strings.Contains(e.Target.Patient, "audited") || e.Decision == nil || !e.Decision.Allow {
+		t.Errorf("entry: %+v", e)
+	}
 }

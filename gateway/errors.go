@@ -105,6 +105,9 @@ type problem struct {
 	// Problems are what is wrong with an uploaded policy bundle.
 	Problems  []policy.Problem
 	RequestID string
+	// Err is the error being answered, for renderers that show its
+	// structured details (FHIR issues). Never render it as text.
+	Err error
 }
 
 // errorRenderer writes a problem in a route family's format. Routes choose
@@ -128,7 +131,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		msg = fmt.Sprintf("%s (request id %s)", msg, id)
 	}
 	s.log.Log(r.Context(), level, "request failed", "request_id", id, "status", status, "err", err.Error())
-	p := problem{Status: status, Message: msg, RequestID: id}
+	p := problem{Status: status, Message: msg, RequestID: id, Err: err}
 	// Reasons are shown for a deny answered as such, never for one turned
 	// into 404 (that would confirm the record exists).
 	var denied *policy.DeniedError

@@ -25,6 +25,24 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("PUT /policies/{version}", s.wrap(s.putPolicy, maxBody(maxBundleBytes)))
 	mux.Handle("POST /policies/{version}/activate", s.wrap(s.activatePolicy))
 	mux.Handle("POST /policies/{version}/dry-run", s.wrap(s.dryRunPolicy))
+	// FHIR R4 REST (gateway/fhir*.go). NDJSON to POST /fhir streams; its
+	// JSON bodies are bounded in the handler.
+	fhirBody := maxBody(s.cfg.FHIR.MaxBodyBytes)
+	mux.Handle("GET /fhir/metadata", s.wrap(s.fhirMetadata, fhirRoute()...))
+	mux.Handle("POST /fhir", s.wrap(s.fhirPostBase, fhirRoute(maxBody(-1))...))
+	mux.Handle("POST /fhir/{$}", s.wrap(s.fhirPostBase, fhirRoute(maxBody(-1))...))
+	mux.Handle("POST /fhir/{type}", s.wrap(knownType(s.fhirCreate), fhirRoute(fhirBody)...))
+	mux.Handle("PUT /fhir/{type}", s.wrap(knownType(s.fhirConditionalUpdate), fhirRoute(fhirBody)...))
+	mux.Handle("PUT /fhir/{type}/{id}", s.wrap(knownType(s.fhirUpdate), fhirRoute(fhirBody)...))
+	mux.Handle("DELETE /fhir/{type}", s.wrap(knownType(s.fhirConditionalDelete), fhirRoute()...))
+	mux.Handle("DELETE /fhir/{type}/{id}", s.wrap(knownType(s.fhirDelete), fhirRoute()...))
+	mux.Handle("GET /fhir/{type}", s.wrap(knownType(s.fhirSearch), fhirRoute()...))
+	mux.Handle("GET /fhir/{type}/{id}", s.wrap(knownType(s.fhirRead), fhirRoute()...))
+	mux.Handle("GET /fhir/{type}/{id}/_history", s.wrap(knownType(s.fhirHistory), fhirRoute()...))
+	mux.Handle("GET /fhir/{type}/{id}/_history/{vid}", s.wrap(knownType(s.fhirVRead), fhirRoute()...))
+	mux.Handle("GET /fhir/Patient/{id}/$everything", s.wrap(s.fhirEverything, fhirRoute()...))
+	mux.Handle("/fhir", s.wrap(s.fhirNotFound, fhirRoute()...))
+	mux.Handle("/fhir/", s.wrap(s.fhirNotFound, fhirRoute()...))
 	mux.Handle("/", s.wrap(s.notFound))
 	return mux
 }

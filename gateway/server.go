@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/consilium/consilium/audit"
+	"github.com/consilium/consilium/fhir"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
@@ -52,6 +53,8 @@ type Config struct {
 	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
 	// ShutdownTimeout bounds the graceful drain on SIGTERM. Default 30s.
 	ShutdownTimeout time.Duration `json:"shutdown_timeout,omitempty"`
+	// FHIR bounds the FHIR API's uploads.
+	FHIR FHIRConfig `json:"fhir,omitzero"`
 }
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -72,6 +75,7 @@ func (c Config) withDefaults() Config {
 	set(&c.HandlerTimeout, DefaultHandlerTimeout)
 	set(&c.IdleTimeout, DefaultIdleTimeout)
 	set(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.FHIR = c.FHIR.withDefaults()
 	return c
 }
 
@@ -83,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		return errors.New("gateway: max body bytes must not be negative")
+	}
+	if c.FHIR.MaxBodyBytes < 0 || c.FHIR.MaxLineBytes < 0 {
+		return errors.New("gateway: FHIR limits must not be negative")
 	}
 	for _, d := range []time.Duration{c.ReadHeaderTimeout, c.ProgressTimeout, c.HandlerTimeout, c.IdleTimeout, c.ShutdownTimeout} {
 		if d < 0 {
@@ -112,6 +119,10 @@ type Options struct {
 	// audit.go for the hook). Required: the gateway does not serve
 	// unaudited.
 	Audit *audit.Log
+	// Names returns a keyed hash of value (storage.Keyring.NameHash): FHIR
+	// object names and the pseudonymous patient keys of policy inputs.
+	// Required.
+	Names func(kind, value string) string
 	// Revoked, when set, is asked on every request whether the caller's
 	// certificate has been revoked since its connection was established,
 	// so a revocation also ends keep-alive connections, not only new
@@ -130,7 +141,11 @@ type Server struct {
 	ready   []func(context.Context) error
 	revoked func(*x509.Certificate) bool
 	policy  *policy.Engine
-	handler http.Handler
+	names   func(kind, value string) string
+	fhir    *fhir.Store
+	// capability is the FHIR CapabilityStatement.
+	capability []byte
+	handler    http.Handler
 
 	audit         *audit.Log
 	auditFailures *prometheus.CounterVec
@@ -150,6 +165,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("gateway: a store is required")
 	case opts.Policy == nil:
 		return nil, errors.New("gateway: a policy engine is required")
+	case opts.Names == nil:
+		return nil, errors.New("gateway: a name hasher is required")
 	}
 	reg := opts.Registry
 	if reg == nil {
@@ -169,10 +186,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 		ready:   opts.ReadyChecks,
 		revoked: opts.Revoked,
 		policy:  opts.Policy,
+		names:   opts.Names,
 	}
 	if err := s.initAudit(opts.Audit, reg); err != nil {
 		return nil, err
 	}
+	if s.fhir, err = newFHIRStore(s); err != nil {
+		return nil, err
+	}
+	s.capability = capabilityStatementJSON(time.Now())
 	s.handler = s.observe(s.routes())
 	return s, nil
 }

@@ -180,6 +180,7 @@ func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app,
 		Policy:  engine,
 		Audit:   alog,
 		Revoked: stls.IsRevoked,
+		Names:   kr.NameHash,
 	})
 	if err != nil {
 		alog.Close()

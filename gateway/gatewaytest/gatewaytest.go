@@ -50,6 +50,9 @@ type Gateway struct {
 	// Policy is the gateway's policy engine: Options.Policy, or the
 	// built-in bundle over Store.
 	Policy *policy.Engine
+	// Options are the options the gateway was built with, defaults
+	// filled in, for tests that build a second server alike.
+	Options gateway.Options
 
 	stop func()
 }
@@ -62,8 +65,9 @@ type Config struct {
 	// Gateway is the gateway configuration; Addr is ignored (a free
 	// loopback port is used).
 	Gateway gateway.Config
-	// Options are passed to gateway.New; Logger, TLS, Revoked and Policy
-	// (the built-in bundle over the test's store) are filled in when empty.
+	// Options are passed to gateway.New; Logger, TLS, Revoked, Names (a
+	// fresh keyring's) and Policy (the built-in bundle over the test's
+	// store) are filled in when empty.
 	Options gateway.Options
 	// CRLRefresh is how often the server re-reads revocations; default
 	// 100ms so revocation tests are fast.
@@ -137,6 +141,14 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	if opts.Revoked == nil {
 		opts.Revoked = stls.IsRevoked
 	}
+	if opts.Names == nil {
+		kr, err := storage.GenerateKeyring(rand.Reader)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		opts.Names = kr.NameHash
+	}
 	srv, err := gateway.New(cfg.Gateway, opts)
 	if err != nil {
 		cancel()
@@ -152,7 +164,7 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	go func() { done <- srv.Serve(ctx, ln) }()
 	g := &Gateway{
 		URL: "https://" + ln.Addr().String(), Layout: layout, CA: ca, TLS: stls, Server: srv, Logger: log, Store: store,
-		Audit: opts.Audit, Policy: opts.Policy,
+		Audit: opts.Audit, Policy: opts.Policy, Options: opts,
 	}
 	var stopped bool
 	g.stop = func() {
