@@ -23,6 +23,22 @@ type CheckOptions struct {
 	MaxWarnings int
 }
 
+// CheckResult is what [Check] learns about an instance.
+type CheckResult struct {
+	// Summary holds the key attributes; when Check fails, those read
+	// before the failure (so that a refusal can name the instance).
+	Summary Summary
+	// Warnings are the defects accepted (see Check).
+	Warnings []*ParseError
+	// PixelData is the byte offset of the top-level Pixel Data value (after
+	// its element header) and PixelDataEnd the offset just after it; both
+	// 0 without Pixel Data. Trailing reports elements after Pixel Data.
+	// Offsets count inflated bytes for a deflated dataset (see
+	// [TransferSyntax.Deflated]), where they are not offsets in the file.
+	PixelData, PixelDataEnd int64
+	Trailing                bool
+}
+
 // Check reads a whole instance from r and checks it as a DICOM store
 // (DICOMweb STOW-RS, a C-STORE SCP) receives it: it refuses what [Inspect]
 // refuses, except for two defects that leave the instance usable and that
@@ -41,14 +57,14 @@ type CheckOptions struct {
 // or truncated data, a missing or invalid key UID, and Pixel Data that
 // disagrees with the Image Pixel module. Pixel Data is streamed and
 // checked, never held.
-func Check(r io.Reader, opts CheckOptions) (Summary, []*ParseError, error) {
+func Check(r io.Reader, opts CheckOptions) (CheckResult, error) {
 	maxWarn := opts.MaxWarnings
 	if maxWarn <= 0 {
 		maxWarn = 16
 	}
 	rd, err := NewReader(r, opts.Reader)
 	if err != nil {
-		return Summary{}, nil, err
+		return CheckResult{}, err
 	}
 	var warnings []*ParseError
 	warn := func(w *ParseError) {
@@ -56,6 +72,7 @@ func Check(r io.Reader, opts CheckOptions) (Summary, []*ParseError, error) {
 			warnings = append(warnings, w)
 		}
 	}
+	var res CheckResult
 	headerDone := false
 	header := func() error {
 		headerDone = true
@@ -74,37 +91,45 @@ func Check(r io.Reader, opts CheckOptions) (Summary, []*ParseError, error) {
 			break
 		}
 		if err != nil {
-			return Summary{}, warnings, err
+			return CheckResult{Summary: rd.Summary(), Warnings: warnings}, err
+		}
+		if res.PixelDataEnd > 0 {
+			res.Trailing = true
 		}
 		if err := checkValuesLenient(e, true, warn); err != nil {
-			return Summary{}, warnings, err
+			return CheckResult{Summary: rd.Summary(), Warnings: warnings}, err
 		}
 		if !isPixelData(e.Tag) {
 			continue
 		}
 		if !headerDone {
 			if err := header(); err != nil {
-				return Summary{}, warnings, err
+				return CheckResult{Summary: rd.Summary(), Warnings: warnings}, err
 			}
 		}
+		valueStart := rd.Offset()
 		s := rd.Summary()
 		if err := checkPixelModule(&s, e, rd.Offset()); err != nil {
-			return Summary{}, warnings, err
+			return CheckResult{Summary: rd.Summary(), Warnings: warnings}, err
 		}
 		chk := newPixelChecker(&s, e)
 		if _, err := io.Copy(chk, rd.PixelData()); err != nil {
-			return Summary{}, warnings, err
+			return CheckResult{Summary: rd.Summary(), Warnings: warnings}, err
 		}
 		if err := chk.err; err != nil {
-			return Summary{}, warnings, err
+			return CheckResult{Summary: rd.Summary(), Warnings: warnings}, err
+		}
+		if e.Tag == tagPixelData && res.PixelDataEnd == 0 {
+			res.PixelData, res.PixelDataEnd = valueStart, rd.Offset()
 		}
 	}
 	if !headerDone {
 		if err := header(); err != nil {
-			return Summary{}, warnings, err
+			return CheckResult{Summary: rd.Summary(), Warnings: warnings}, err
 		}
 	}
-	return rd.Summary(), warnings, nil
+	res.Summary, res.Warnings = rd.Summary(), warnings
+	return res, nil
 }
 
 // checkKeys checks the attributes every stored instance needs; File Meta

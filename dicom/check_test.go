@@ -55,7 +55,7 @@ func TestCheckCorpus(t *testing.T) {
 			}
 			defer f.Close()
 			headers := 0
-			sum, warns, err := dicom.Check(struct{ io.Reader }{f}, dicom.CheckOptions{
+			res, err := dicom.Check(struct{ io.Reader }{f}, dicom.CheckOptions{
 				Header: func(s dicom.Summary) error { headers++; return nil },
 			})
 			if want, ok := refused[name]; ok {
@@ -71,15 +71,19 @@ func TestCheckCorpus(t *testing.T) {
 			if headers != 1 {
 				t.Errorf("Header called %d times", headers)
 			}
-			if sum.SOPInstanceUID == "" || sum.StudyInstanceUID == "" {
-				t.Errorf("summary without keys: %+v", sum)
+			if res.Summary.SOPInstanceUID == "" || res.Summary.StudyInstanceUID == "" {
+				t.Errorf("summary without keys: %+v", res.Summary)
+			}
+			if res.Summary.HasPixelData && res.Summary.PixelDataLength != dicom.UndefinedLength &&
+				res.PixelDataEnd-res.PixelData != int64(res.Summary.PixelDataLength) {
+				t.Errorf("pixel data at %d-%d, length %d", res.PixelData, res.PixelDataEnd, res.Summary.PixelDataLength)
 			}
 			var got []dicom.Reason
-			for _, w := range warns {
+			for _, w := range res.Warnings {
 				got = append(got, w.Reason)
 			}
 			if strings.Join(reasons(got), ",") != strings.Join(reasons(warned[name]), ",") {
-				t.Errorf("warnings %v, want %v", warns, warned[name])
+				t.Errorf("warnings %v, want %v", res.Warnings, warned[name])
 			}
 		})
 	}
@@ -102,7 +106,7 @@ func TestCheckHeaderStops(t *testing.T) {
 	}
 	stop := errors.New("not here")
 	r := &countingReader{r: bytes.NewReader(b)}
-	_, _, err = dicom.Check(r, dicom.CheckOptions{Header: func(s dicom.Summary) error {
+	_, err = dicom.Check(r, dicom.CheckOptions{Header: func(s dicom.Summary) error {
 		if s.Modality != "CR" || !s.HasPixelData {
 			t.Errorf("summary at the header: %+v", s)
 		}

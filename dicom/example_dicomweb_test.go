@@ -19,7 +19,7 @@ func ExampleCheck() {
 		return
 	}
 	defer f.Close()
-	sum, warnings, err := dicom.Check(f, dicom.CheckOptions{
+	res, err := dicom.Check(f, dicom.CheckOptions{
 		Header: func(s dicom.Summary) error {
 			fmt.Println("header read; modality", s.Modality)
 			return nil
@@ -29,8 +29,8 @@ func ExampleCheck() {
 		fmt.Println("refused:", err)
 		return
 	}
-	fmt.Println("stored as", sum.SOPClassUID)
-	for _, w := range warnings {
+	fmt.Println("stored as", res.Summary.SOPClassUID)
+	for _, w := range res.Warnings {
 		fmt.Println("warning:", w.Reason)
 	}
 	// Output:

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 // JSONDataset is a dataset in the DICOM JSON Model (PS3.18 F.2): the
@@ -274,4 +276,20 @@ func binaryNumbers(e *Element) []any {
 		}
 	}
 	return out
+}
+
+// LookupKeyword returns the tag of a PS3.6 keyword ("PatientID") or of
+// eight hexadecimal digits ("00100020"), as DICOMweb query parameters
+// name attributes.
+func LookupKeyword(s string) (Tag, bool) {
+	if len(s) == 8 {
+		if n, err := strconv.ParseUint(s, 16, 32); err == nil {
+			return Tag(n), true
+		}
+	}
+	info, err := tag.FindByKeyword(s)
+	if err != nil {
+		return 0, false
+	}
+	return NewTag(info.Tag.Group, info.Tag.Element), true
 }

@@ -221,7 +221,7 @@ func FuzzEncodeJSON(f *testing.F) {
 		if len(b) > fuzzMaxInput {
 			return
 		}
-		_, _, err := dicom.Check(bytes.NewReader(b), dicom.CheckOptions{Reader: fuzzOpts})
+		_, err := dicom.Check(bytes.NewReader(b), dicom.CheckOptions{Reader: fuzzOpts})
 		if err != nil && !errors.Is(err, dicom.ErrInvalid) {
 			t.Fatalf("Check: error is not a ParseError: %v", err)
 		}
