@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/consilium/consilium/imaging"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
@@ -22,6 +23,23 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("PUT /policies/{version}", s.wrap(s.putPolicy, maxBody(maxBundleBytes)))
 	mux.Handle("POST /policies/{version}/activate", s.wrap(s.activatePolicy))
 	mux.Handle("POST /policies/{version}/dry-run", s.wrap(s.dryRunPolicy))
+	// DICOMweb (dicomweb.go): STOW-RS, QIDO-RS, WADO-RS. Errors in DICOM JSON.
+	dw := renderErrors(renderDICOMError)
+	const study, series, sop = "/dicomweb/studies/{study}", "/series/{series}", "/instances/{sop}"
+	mux.Handle("POST /dicomweb/studies", s.wrap(s.stow, maxBody(-1), dw))
+	mux.Handle("POST "+study, s.wrap(s.stow, maxBody(-1), dw))
+	mux.Handle("GET /dicomweb/studies", s.wrap(s.qido(imaging.StudyLevel), dw))
+	mux.Handle("GET "+study+"/series", s.wrap(s.qido(imaging.SeriesLevel), dw))
+	mux.Handle("GET "+study+"/instances", s.wrap(s.qido(imaging.InstanceLevel), dw))
+	mux.Handle("GET "+study+series+"/instances", s.wrap(s.qido(imaging.InstanceLevel), dw))
+	mux.Handle("GET "+study, s.wrap(s.wado, dw))
+	mux.Handle("GET "+study+series, s.wrap(s.wado, dw))
+	mux.Handle("GET "+study+series+sop, s.wrap(s.wado, dw))
+	mux.Handle("GET "+study+"/metadata", s.wrap(s.wadoMetadata, dw))
+	mux.Handle("GET "+study+series+"/metadata", s.wrap(s.wadoMetadata, dw))
+	mux.Handle("GET "+study+series+sop+"/metadata", s.wrap(s.wadoMetadata, dw))
+	mux.Handle("GET "+study+series+sop+"/bulkdata/{tag}", s.wrap(s.wadoBulkData, dw))
+	mux.Handle("/dicomweb/", s.wrap(s.notFound, dw))
 	mux.Handle("/", s.wrap(s.notFound))
 	return mux
 }

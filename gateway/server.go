@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/consilium/consilium/imaging"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
@@ -107,6 +108,10 @@ type Options struct {
 	Policy *policy.Engine
 	// ReadyChecks are run by /readyz in addition to the store check.
 	ReadyChecks []func(context.Context) error
+	// Names returns the keyed hash of an identifier for object names and
+	// pseudonymous keys (storage.Keyring.NameHash). DICOMweb needs it;
+	// without it /dicomweb answers 503.
+	Names func(kind, value string) string
 	// Revoked, when set, is asked on every request whether the caller's
 	// certificate has been revoked since its connection was established,
 	// so a revocation also ends keep-alive connections, not only new
@@ -125,6 +130,7 @@ type Server struct {
 	ready   []func(context.Context) error
 	revoked func(*x509.Certificate) bool
 	policy  *policy.Engine
+	dicom   *imaging.Archive // nil without Options.Names
 	handler http.Handler
 }
 
@@ -161,6 +167,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 		ready:   opts.ReadyChecks,
 		revoked: opts.Revoked,
 		policy:  opts.Policy,
+	}
+	if opts.Names != nil {
+		if s.dicom, err = imaging.New(opts.Store, imaging.Options{Names: opts.Names, Logger: opts.Logger}); err != nil {
+			return nil, err
+		}
 	}
 	s.handler = s.observe(s.routes())
 	return s, nil

@@ -167,6 +167,7 @@ func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app,
 		Store:   store,
 		Policy:  engine,
 		Revoked: stls.IsRevoked,
+		Names:   kr.NameHash,
 	})
 	if err != nil {
 		return nil, err

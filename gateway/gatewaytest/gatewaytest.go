@@ -52,8 +52,9 @@ type Config struct {
 	// Gateway is the gateway configuration; Addr is ignored (a free
 	// loopback port is used).
 	Gateway gateway.Config
-	// Options are passed to gateway.New; Logger, TLS, Revoked and Policy
-	// (the built-in bundle over the test's store) are filled in when empty.
+	// Options are passed to gateway.New; Logger, TLS, Revoked, Policy
+	// (the built-in bundle over the test's store) and Names (a fresh name
+	// key) are filled in when empty.
 	Options gateway.Options
 	// CRLRefresh is how often the server re-reads revocations; default
 	// 100ms so revocation tests are fast.
@@ -105,6 +106,15 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	opts := cfg.Options
 	opts.Logger = log
 	opts.Store = store
+	if opts.Names == nil {
+		// A name key of this gateway's own; gateways that share a store
+		// must share one (pass Options.Names).
+		kr, err := storage.GenerateKeyring(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Names = kr.NameHash
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if opts.Policy == nil {
 		engine, err := policy.New(ctx, policy.WithStore(store), policy.WithDecisionLog(store, 0), policy.WithLogger(log))
