@@ -51,6 +51,8 @@ type Archive struct {
 	log       *slog.Logger
 	maxBytes  int64
 	maxHeader int64
+	groups    groups
+	cache     objectCache
 }
 
 // New returns an archive over store, which should be encrypted
@@ -122,22 +124,44 @@ const catalogShards = "0123456789abcdef"
 // loadJSON reads the JSON object name into v and returns its ETag;
 // exists is false (and v untouched) when there is no such object.
 func (a *Archive) loadJSON(ctx context.Context, name string, v any) (etag string, exists bool, err error) {
-	rc, info, err := a.store.Get(ctx, name, storage.GetOptions{})
-	if errors.Is(err, storage.ErrNotFound) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(rc)
-	if err != nil {
-		return "", false, err
+	data, etag, exists, err := a.loadRaw(ctx, name)
+	if err != nil || !exists {
+		return "", exists, err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return "", false, fmt.Errorf("imaging: decoding %s: %w", name, err)
 	}
-	return info.ETag, true, nil
+	return etag, true, nil
+}
+
+// loadRaw reads an object's bytes and remembers them in the cache.
+func (a *Archive) loadRaw(ctx context.Context, name string) (data []byte, etag string, exists bool, err error) {
+	rc, info, err := a.store.Get(ctx, name, storage.GetOptions{})
+	if errors.Is(err, storage.ErrNotFound) {
+		a.cache.drop(name)
+		return nil, "", false, nil
+	}
+	if err != nil {
+		return nil, "", false, err
+	}
+	defer rc.Close()
+	if data, err = io.ReadAll(rc); err != nil {
+		return nil, "", false, err
+	}
+	a.cache.put(name, info.ETag, data)
+	return data, info.ETag, true, nil
+}
+
+// loadCached is loadJSON from the cache when the object is there: for
+// decisions that a compare-and-swap checks again later.
+func (a *Archive) loadCached(ctx context.Context, name string, v any) error {
+	if o, ok := a.cache.get(name); ok {
+		if err := json.Unmarshal(o.data, v); err == nil {
+			return nil
+		}
+	}
+	_, _, err := a.loadJSON(ctx, name, v)
+	return err
 }
 
 // maxCASAttempts bounds the retries of a conflicting index update; each
@@ -149,32 +173,60 @@ const maxCASAttempts = 32
 // with compare-and-swap, retrying on conflict. mutate reports whether it
 // changed anything; nothing is written otherwise.
 func update[T any](ctx context.Context, a *Archive, name string, mutate func(v *T, exists bool) (bool, error)) error {
+	cached, fromCache := a.cache.get(name)
 	for attempt := 0; ; attempt++ {
 		v := new(T)
-		etag, exists, err := a.loadJSON(ctx, name, v)
-		if err != nil {
+		var (
+			data   []byte
+			etag   string
+			exists bool
+			err    error
+		)
+		if fromCache {
+			data, etag, exists = cached.data, cached.etag, true
+		} else if data, etag, exists, err = a.loadRaw(ctx, name); err != nil {
 			return err
+		}
+		if exists {
+			if err := json.Unmarshal(data, v); err != nil {
+				if fromCache {
+					fromCache = false
+					a.cache.drop(name)
+					attempt--
+					continue
+				}
+				return fmt.Errorf("imaging: decoding %s: %w", name, err)
+			}
 		}
 		changed, err := mutate(v, exists)
 		if err != nil || !changed {
 			return err
 		}
-		data, err := json.Marshal(v)
+		out, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}
-		opts := storage.PutOptions{Size: int64(len(data)), ContentType: "application/json"}
+		opts := storage.PutOptions{Size: int64(len(out)), ContentType: "application/json"}
 		if exists {
 			opts.IfMatch = etag
 		} else {
 			opts.IfAbsent = true
 		}
-		_, err = a.store.Put(ctx, name, bytes.NewReader(data), opts)
+		info, err := a.store.Put(ctx, name, bytes.NewReader(out), opts)
 		if err == nil {
+			a.cache.put(name, info.ETag, out)
 			return nil
 		}
+		a.cache.drop(name)
 		if !errors.Is(err, storage.ErrPreconditionFailed) && !errors.Is(err, storage.ErrExists) {
 			return err
+		}
+		if fromCache {
+			// The cached version was stale: read the object and try
+			// again at once; that is not a conflict with a writer.
+			fromCache = false
+			attempt--
+			continue
 		}
 		if attempt+1 >= maxCASAttempts {
 			return fmt.Errorf("imaging: updating %s: gave up after %d conflicting writers: %w", name, attempt+1, err)

@@ -86,7 +86,10 @@ type instanceEntry struct {
 
 // studyIndex is the object dicom/<org>/studies/<study>.
 type studyIndex struct {
-	V       int            `json:"v"`
+	V int `json:"v"`
+	// Rev counts the index's writes; the catalog keeps the summary of the
+	// highest revision it has seen, whatever order updates arrive in.
+	Rev     int            `json:"rev"`
 	Study   studyAttrs     `json:"study"`
 	Series  []*seriesEntry `json:"series"`
 	Updated time.Time      `json:"updated"`
@@ -182,7 +185,7 @@ func lessNumbered(na, ua, nb, ub string) bool {
 
 // summary returns the study's catalog entry.
 func (x *studyIndex) summary() studySummary {
-	s := studySummary{Attrs: x.Study, Series: len(x.Series)}
+	s := studySummary{Attrs: x.Study, Series: len(x.Series), Rev: x.Rev}
 	for _, se := range x.Series {
 		s.Instances += len(se.Instances)
 		if se.Modality != "" && !slices.Contains(s.Modalities, se.Modality) {
@@ -200,10 +203,7 @@ type studySummary struct {
 	Modalities []string   `json:"mods,omitempty"`
 	Series     int        `json:"nseries"`
 	Instances  int        `json:"ninst"`
-}
-
-func (s studySummary) equal(o studySummary) bool {
-	return s.Attrs == o.Attrs && slices.Equal(s.Modalities, o.Modalities) && s.Series == o.Series && s.Instances == o.Instances
+	Rev        int        `json:"rev"`
 }
 
 // catalogShard is the object dicom/<org>/catalog/<x>: the summaries of

@@ -96,8 +96,9 @@ type StudyRef struct {
 type Ingest struct {
 	a       *Archive
 	opts    IngestOptions
-	studies map[string]*pendingStudy
-	results []*Result
+	studies  map[string]*pendingStudy
+	results  []*Result
+	inflight []*inflight
 }
 
 // pendingStudy is what an Ingest knows and has done about one study.
@@ -146,9 +147,11 @@ func (in *Ingest) Refuse(s Status, msg string) *Result {
 }
 
 // Add reads one instance from r to its end, checks it with dicom.Check
-// and streams it into the store, and returns its result. The instance is
-// not visible until Commit. The returned error is a *RequestError, or nil;
-// refusals are results, not errors.
+// and streams it into the store, and returns its result. The result is
+// final once Commit returns (the store may still be committing the
+// upload when Add returns), and the instance is not visible until then.
+// The returned error is a *RequestError, or nil; refusals are results,
+// not errors.
 func (in *Ingest) Add(ctx context.Context, r io.Reader) (*Result, error) {
 	a := in.a
 	res := &Result{}
@@ -193,6 +196,7 @@ func (in *Ingest) Add(ctx context.Context, r io.Reader) (*Result, error) {
 		}
 		var se *sourceError
 		if errors.As(err, &se) || ctx.Err() != nil {
+			in.settle(ctx, -1)
 			return nil, &RequestError{Err: err}
 		}
 		res.Outcome = Failed
@@ -209,12 +213,46 @@ func (in *Ingest) Add(ctx context.Context, r io.Reader) (*Result, error) {
 		res.Status = WarningDataSetMismatch
 	}
 	in.results = append(in.results, res)
-	if up != nil {
-		up.pw.Close()
-		<-up.done
+	if up == nil {
+		in.finish(ctx, res, pl, up, cr)
+		return res, nil
 	}
-	in.finish(ctx, res, pl, up, cr)
+	// The upload now syncs and commits its object; the next instance is
+	// read meanwhile, and the outcome is settled later (at the latest by
+	// Commit), so that the store's latency does not add up instance after
+	// instance.
+	up.pw.Close()
+	in.inflight = append(in.inflight, &inflight{res: res, pl: pl, up: up, cr: cr})
+	if len(in.inflight) > maxInflight {
+		in.settle(ctx, 1)
+	}
 	return res, nil
+}
+
+// maxInflight bounds the uploads of one request that are still being
+// committed by the store while the next instance is read.
+const maxInflight = 4
+
+// inflight is an instance whose upload has all its bytes and is being
+// committed.
+type inflight struct {
+	res *Result
+	pl  *plan
+	up  *upload
+	cr  dicom.CheckResult
+}
+
+// settle waits for the oldest n uploads in flight (all for n < 0) and
+// decides their outcomes, in the order the instances arrived.
+func (in *Ingest) settle(ctx context.Context, n int) {
+	if n < 0 || n > len(in.inflight) {
+		n = len(in.inflight)
+	}
+	for _, f := range in.inflight[:n] {
+		<-f.up.done
+		in.finish(ctx, f.res, f.pl, f.up, f.cr)
+	}
+	in.inflight = in.inflight[n:]
 }
 
 // finish decides the outcome of a checked instance.
@@ -316,6 +354,14 @@ func (in *Ingest) plan(ctx context.Context, s dicom.Summary) (*plan, error) {
 	if s.SOPClassUID == mediaStorageDirectory {
 		return nil, refuse(StatusSOPClassNotSupported, "a DICOMDIR is not a composite instance; send the instances it references")
 	}
+	for _, f := range in.inflight {
+		if f.res.SOPInstanceUID == s.SOPInstanceUID {
+			// The same instance twice in one request: the first must be
+			// settled before the second can be compared with it.
+			in.settle(ctx, -1)
+			break
+		}
+	}
 	st := in.study(ctx, s)
 	switch {
 	case st.loadErr != nil:
@@ -380,7 +426,10 @@ func (in *Ingest) study(ctx context.Context, s dicom.Summary) *pendingStudy {
 	}
 	st.attrs.PatientKey = a.PatientKey(in.opts.Org, st.attrs.PatientID)
 	st.index = &studyIndex{}
-	if _, _, err := a.loadJSON(ctx, a.studyName(in.opts.Org, key), st.index); err != nil {
+	// The index as this archive last saw it will do: a duplicate it no
+	// longer lists is caught when its upload finds the object there, and
+	// the Patient ID is checked again by the commit.
+	if err := a.loadCached(ctx, a.studyName(in.opts.Org, key), st.index); err != nil {
 		a.log.Error("reading a study index", "study", key, "err", err)
 		st.loadErr = err
 		return st
@@ -421,6 +470,7 @@ func (st *pendingStudy) lookup(sopUID string) *instanceEntry {
 // storing them again completes them.
 func (in *Ingest) Commit(ctx context.Context) []*Result {
 	a := in.a
+	in.settle(ctx, -1)
 	keys := make([]string, 0, len(in.studies))
 	for k := range in.studies {
 		keys = append(keys, k)
@@ -449,7 +499,7 @@ var errPatientConflict = errors.New("another request stored a different patient 
 func (in *Ingest) commitStudy(ctx context.Context, st *pendingStudy) error {
 	a := in.a
 	var sum studySummary
-	err := update(ctx, a, a.studyName(in.opts.Org, st.key), func(x *studyIndex, exists bool) (bool, error) {
+	err := groupUpdate(ctx, a, a.studyName(in.opts.Org, st.key), func(x *studyIndex, exists bool) (bool, error) {
 		changed := !exists
 		x.V = indexVersion
 		if len(st.adds) > 0 {
@@ -469,6 +519,7 @@ func (in *Ingest) commitStudy(ctx context.Context, st *pendingStudy) error {
 		if changed {
 			x.sortEntries()
 			x.Updated = time.Now().UTC()
+			x.Rev++
 		}
 		sum = x.summary()
 		return changed, nil
@@ -488,23 +539,16 @@ func (in *Ingest) commitStudy(ctx context.Context, st *pendingStudy) error {
 	return a.updateCatalog(ctx, in.opts.Org, st.key, sum)
 }
 
-// updateCatalog writes a study's summary into its catalog shard unless it
-// is there already; a study without instances leaves the catalog.
+// updateCatalog writes a study's summary into its catalog shard unless
+// the shard has it, or a later one, already; a study without instances
+// leaves the catalog (a tombstone keeps its revision).
 func (a *Archive) updateCatalog(ctx context.Context, org, key string, sum studySummary) error {
-	return update(ctx, a, a.shardName(org, key), func(c *catalogShard, exists bool) (bool, error) {
+	return groupUpdate(ctx, a, a.shardName(org, key), func(c *catalogShard, exists bool) (bool, error) {
 		c.V = indexVersion
 		if c.Studies == nil {
 			c.Studies = map[string]*studySummary{}
 		}
-		old := c.Studies[key]
-		if sum.Instances == 0 {
-			if old == nil {
-				return false, nil
-			}
-			delete(c.Studies, key)
-			return true, nil
-		}
-		if old != nil && old.equal(sum) {
+		if old := c.Studies[key]; old != nil && old.Rev >= sum.Rev {
 			return false, nil
 		}
 		c.Studies[key] = &sum

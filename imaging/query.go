@@ -288,7 +288,9 @@ func (a *Archive) catalog(ctx context.Context, org string) ([]*studySummary, err
 	var out []*studySummary
 	for _, sh := range shards {
 		for _, s := range sh.Studies {
-			out = append(out, s)
+			if s.Instances > 0 { // not a removed study's tombstone
+				out = append(out, s)
+			}
 		}
 	}
 	return out, nil
