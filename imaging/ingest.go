@@ -94,8 +94,8 @@ type StudyRef struct {
 // arrive and published together by Commit. It is not safe for concurrent
 // use.
 type Ingest struct {
-	a       *Archive
-	opts    IngestOptions
+	a        *Archive
+	opts     IngestOptions
 	studies  map[string]*pendingStudy
 	results  []*Result
 	inflight []*inflight
