@@ -226,6 +226,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("gateway: serving: %w", err)
 	}
+	if s.dicom != nil {
+		if err := s.dicom.Flush(sctx); err != nil {
+			s.log.Error("writing deferred DICOM catalog counts", "err", err.Error())
+		}
+	}
 	s.log.Info("gateway stopped")
 	return nil
 }

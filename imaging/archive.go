@@ -53,6 +53,7 @@ type Archive struct {
 	maxHeader int64
 	groups    groups
 	cache     objectCache
+	lagging   laggingCounts
 }
 
 // New returns an archive over store, which should be encrypted
@@ -150,6 +151,11 @@ func (a *Archive) loadRaw(ctx context.Context, name string) (data []byte, etag s
 	}
 	a.cache.put(name, info.ETag, data)
 	return data, info.ETag, true, nil
+}
+
+// decodeCached decodes a cached object into v.
+func (a *Archive) decodeCached(o cachedObject, v any) bool {
+	return json.Unmarshal(o.data, v) == nil
 }
 
 // loadCached is loadJSON from the cache when the object is there: for

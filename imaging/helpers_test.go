@@ -135,6 +135,12 @@ func newArchive(t testing.TB, store storage.Store, nameHash func(kind, value str
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Deferred catalog counts are written before the store goes.
+	t.Cleanup(func() {
+		if err := a.Flush(context.Background()); err != nil {
+			t.Errorf("flush: %v", err)
+		}
+	})
 	return a
 }
 

@@ -536,23 +536,15 @@ func (in *Ingest) commitStudy(ctx context.Context, st *pendingStudy) error {
 	if err != nil {
 		return err
 	}
-	return a.updateCatalog(ctx, in.opts.Org, st.key, sum)
+	return a.publishSummary(ctx, in.opts.Org, st.key, sum)
 }
 
 // updateCatalog writes a study's summary into its catalog shard unless
 // the shard has it, or a later one, already; a study without instances
-// leaves the catalog (a tombstone keeps its revision).
+// stays as a tombstone that keeps its revision.
 func (a *Archive) updateCatalog(ctx context.Context, org, key string, sum studySummary) error {
 	return groupUpdate(ctx, a, a.shardName(org, key), func(c *catalogShard, exists bool) (bool, error) {
-		c.V = indexVersion
-		if c.Studies == nil {
-			c.Studies = map[string]*studySummary{}
-		}
-		if old := c.Studies[key]; old != nil && old.Rev >= sum.Rev {
-			return false, nil
-		}
-		c.Studies[key] = &sum
-		return true, nil
+		return setSummary(c, key, sum), nil
 	})
 }
 

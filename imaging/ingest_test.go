@@ -10,6 +10,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/consilium/consilium/dicom"
 	"github.com/consilium/consilium/imaging"
@@ -330,6 +331,11 @@ func TestConcurrentWritersShareIndex(t *testing.T) {
 		t.Error(e)
 	}
 	for _, a := range []*imaging.Archive{a1, a2} {
+		if err := a.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range []*imaging.Archive{a1, a2} {
 		st, err := a.Study(context.Background(), "st-marys", ctStudy)
 		if err != nil {
 			t.Fatal(err)
@@ -408,5 +414,41 @@ func TestHeaderTooLarge(t *testing.T) {
 	r := ingest(t, a, imaging.IngestOptions{}, readCorpus(t, ctFile))[0]
 	if r.Status != imaging.StatusOutOfResources {
 		t.Fatalf("%v %s %s", r.Outcome, r.Status, r.Message)
+	}
+}
+
+// TestCountsCatchUp: a new study is in the catalog when its first store
+// request is answered; later counts follow within CatalogLag (or at once
+// with Flush).
+func TestCountsCatchUp(t *testing.T) {
+	a := newArchive(t, fsStore(t), names(t))
+	ct := readCorpus(t, ctFile)
+	count := func() string {
+		res, err := a.Search(context.Background(), "st-marys", imaging.Query{Level: imaging.StudyLevel, Limit: 10})
+		if err != nil || len(res.Matches) != 1 {
+			t.Fatalf("%v, %d studies", err, len(res.Matches))
+		}
+		return fmt.Sprint(res.Matches[0][dicom.JSONKey(0x00201208)].Value[0])
+	}
+	ingest(t, a, imaging.IngestOptions{}, ct)
+	if got := count(); got != "1" {
+		t.Fatalf("new study: %s instances", got)
+	}
+	for i := 2; i <= 4; i++ {
+		ingest(t, a, imaging.IngestOptions{}, withUIDs(t, ct, ctSOP, fmt.Sprintf("%s%02d", ctSOP[:len(ctSOP)-2], i)))
+	}
+	deadline := time.Now().Add(10 * imaging.CatalogLag)
+	for count() != "4" {
+		if time.Now().After(deadline) {
+			t.Fatalf("counts did not catch up: %s", count())
+		}
+		time.Sleep(imaging.CatalogLag / 4)
+	}
+	ingest(t, a, imaging.IngestOptions{}, withUIDs(t, ct, ctSOP, ctSOP[:len(ctSOP)-2]+"05"))
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != "5" {
+		t.Fatalf("after Flush: %s", got)
 	}
 }
