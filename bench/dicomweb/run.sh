@@ -124,19 +124,25 @@ export BENCH_SERIES=$work/gen/ct BENCH_CONCURRENCY=4 \
 	BENCH_CERT=$dev/pki/st-marys.pem BENCH_KEY=$dev/pki/st-marys.key BENCH_CA=$dev/pki/ca.pem \
 	BENCH_MINIO_ENDPOINT=127.0.0.1:9000 BENCH_MINIO_ACCESS_KEY=$MINIO_ROOT_USER \
 	BENCH_MINIO_SECRET_KEY=$MINIO_ROOT_PASSWORD BENCH_MINIO_BUCKET=plain
-: >"$out/bench.txt"
+{
+	echo "# $(date -u +%FT%TZ), $(nproc) CPUs, $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "# Orthanc $(curl -fsS http://127.0.0.1:8042/system | sed -n 's/.*"Version" : "\([^"]*\)".*/\1/p'), rounds ${ROUNDS:-3}, benchtime ${BENCHTIME:-3x}, 4 requests in flight"
+} >"$out/bench.txt"
 for r in $(seq 1 "${ROUNDS:-3}"); do
 	echo "== round $r" >&2
 	BENCH_ROUND=$r "$work/bench.test" -test.run '^$' -test.bench '^BenchmarkStore$' \
 		-test.benchtime "${BENCHTIME:-3x}" | tee -a "$out/bench.txt"
 done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/bench.txt"
 
-# Medians over the rounds, and the ratios against the peers of this run.
+# Medians over the rounds, and the ratios against the peers measured in the
+# same round (the targets of one round run back to back), with their median.
 awk '
+/^goos:/ { round++ }
 /^BenchmarkStore\// {
 	name = $1; sub(/^BenchmarkStore\//, "", name); sub(/-[0-9]+$/, "", name)
 	for (i = 2; i < NF; i++) {
-		if ($(i+1) == "instances/s") ips[name] = ips[name] " " $i
+		if ($(i+1) == "instances/s") { ips[name] = ips[name] " " $i; per[round, name] = $i }
 		if ($(i+1) == "MB/s") mbs[name] = mbs[name] " " $i
 	}
 	if (!(name in seen)) { seen[name] = 1; order[++n] = name }
@@ -146,18 +152,25 @@ function median(s,   a, k, i, j, t) {
 	for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
 	return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
 }
+function ratios(t, peer,   r, s) {
+	s = ""
+	for (r = 1; r <= round; r++) if (per[r, peer] > 0 && per[r, t] > 0) s = s " " sprintf("%.2f", per[r, t] / per[r, peer])
+	return s
+}
 END {
-	printf "%-32s %14s %10s\n", "target (4 requests in flight)", "instances/s", "MB/s"
-	for (i = 1; i <= n; i++) {
-		m[order[i]] = median(ips[order[i]])
-		printf "%-32s %14.1f %10.1f\n", order[i], m[order[i]], median(mbs[order[i]])
-	}
+	printf "%-32s %14s %10s   (medians of %d rounds)\n", "target (4 requests in flight)", "instances/s", "MB/s", round
+	for (i = 1; i <= n; i++) printf "%-32s %14.1f %10.1f\n", order[i], median(ips[order[i]]), median(mbs[order[i]])
 	print ""
 	for (i = 1; i <= n; i++) {
 		t = order[i]
-		if (t ~ /^gateway-fs/ && m["orthanc"] > 0)
-			printf "%-32s %.2fx Orthanc            (target >= 2x)\n", t, m[t] / m["orthanc"]
-		if (t ~ /^gateway-minio/ && m["minio-put"] > 0)
-			printf "%-32s %.0f%% of plain minio-go PUTs (target >= 60%%)\n", t, 100 * m[t] / m["minio-put"]
+		if (t ~ /^gateway-fs/) {
+			s = ratios(t, "orthanc")
+			printf "%-32s %.2fx Orthanc (median of per-round ratios;%s)   target >= 2x\n", t, median(s), s
+		}
+		if (t ~ /^gateway-minio/) {
+			s = ratios(t, "minio-put")
+			printf "%-32s %.0f%% of plain minio-go PUTs (median of per-round ratios;%s)   target >= 60%%\n", t, 100 * median(s), s
+		}
 	}
 }' "$out/bench.txt" | tee "$out/summary.txt"
+grep '^#' "$out/bench.txt" | tee -a "$out/summary.txt"
