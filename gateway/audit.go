@@ -260,8 +260,8 @@ func (s *Server) abortStream(w http.ResponseWriter, r *http.Request, written int
 	if written == 0 {
 		return err
 	}
-	s.log.Error("audit stream failed", "request_id", RequestID(r.Context()), "err", err.Error())
-	panic(http.ErrAbortHandler)
+	s.cutStream(r, err)
+	return nil // not reached
 }
 
 // auditVerify verifies the whole chain in the store and answers with the

@@ -158,3 +158,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v) // the client may have gone; nothing more to do
 }
+
+// cutStream ends a response that has started and then failed: the status
+// is sent and cannot change, so the connection is cut and the client sees
+// a broken body rather than a short one it might take for complete.
+func (s *Server) cutStream(r *http.Request, err error) {
+	s.log.Error("streaming an answer failed", "request_id", RequestID(r.Context()), "err", err.Error())
+	panic(http.ErrAbortHandler)
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/consilium/consilium/imaging"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
@@ -43,6 +44,23 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /fhir/Patient/{id}/$everything", s.wrap(s.fhirEverything, fhirRoute()...))
 	mux.Handle("/fhir", s.wrap(s.fhirNotFound, fhirRoute()...))
 	mux.Handle("/fhir/", s.wrap(s.fhirNotFound, fhirRoute()...))
+	// DICOMweb (dicomweb.go): STOW-RS, QIDO-RS, WADO-RS. Errors in DICOM JSON.
+	dw := renderErrors(renderDICOMError)
+	const study, series, sop = "/dicomweb/studies/{study}", "/series/{series}", "/instances/{sop}"
+	mux.Handle("POST /dicomweb/studies", s.wrap(s.stow, maxBody(-1), dw))
+	mux.Handle("POST "+study, s.wrap(s.stow, maxBody(-1), dw))
+	mux.Handle("GET /dicomweb/studies", s.wrap(s.qido(imaging.StudyLevel), dw))
+	mux.Handle("GET "+study+"/series", s.wrap(s.qido(imaging.SeriesLevel), dw))
+	mux.Handle("GET "+study+"/instances", s.wrap(s.qido(imaging.InstanceLevel), dw))
+	mux.Handle("GET "+study+series+"/instances", s.wrap(s.qido(imaging.InstanceLevel), dw))
+	mux.Handle("GET "+study, s.wrap(s.wado, dw))
+	mux.Handle("GET "+study+series, s.wrap(s.wado, dw))
+	mux.Handle("GET "+study+series+sop, s.wrap(s.wado, dw))
+	mux.Handle("GET "+study+"/metadata", s.wrap(s.wadoMetadata, dw))
+	mux.Handle("GET "+study+series+"/metadata", s.wrap(s.wadoMetadata, dw))
+	mux.Handle("GET "+study+series+sop+"/metadata", s.wrap(s.wadoMetadata, dw))
+	mux.Handle("GET "+study+series+sop+"/bulkdata/{tag}", s.wrap(s.wadoBulkData, dw))
+	mux.Handle("/dicomweb/", s.wrap(s.notFound, dw))
 	mux.Handle("/", s.wrap(s.notFound))
 	return mux
 }

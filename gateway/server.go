@@ -15,6 +15,7 @@ import (
 
 	"github.com/consilium/consilium/audit"
 	"github.com/consilium/consilium/fhir"
+	"github.com/consilium/consilium/imaging"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
 )
@@ -145,6 +146,7 @@ type Server struct {
 	fhir    *fhir.Store
 	// capability is the FHIR CapabilityStatement.
 	capability []byte
+	dicom      *imaging.Archive
 	handler    http.Handler
 
 	audit         *audit.Log
@@ -195,6 +197,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.capability = capabilityStatementJSON(time.Now())
+	if s.dicom, err = imaging.New(opts.Store, imaging.Options{Names: opts.Names, Logger: opts.Logger}); err != nil {
+		return nil, err
+	}
 	s.handler = s.observe(s.routes())
 	return s, nil
 }
@@ -247,6 +252,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("gateway: serving: %w", err)
+	}
+	if s.dicom != nil {
+		if err := s.dicom.Flush(sctx); err != nil {
+			s.log.Error("writing deferred DICOM catalog counts", "err", err.Error())
+		}
 	}
 	s.log.Info("gateway stopped")
 	return nil

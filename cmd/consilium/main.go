@@ -38,6 +38,7 @@ func commands() map[string]command {
 		"certs":  certsCommand(),
 		"keys":   keysCommand(),
 		"serve":  serveCommand(),
+		"push":   pushCommand(),
 		"policy": {summary: "policy bundles: test a bundle directory offline", run: runPolicy},
 		"deid":   {"de-identify DICOM or FHIR files with consistent pseudonyms", deidCommand},
 	}

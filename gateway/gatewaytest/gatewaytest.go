@@ -119,6 +119,15 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	opts := cfg.Options
 	opts.Logger = log
 	opts.Store = store
+	if opts.Names == nil {
+		// A name key of this gateway's own; gateways that share a store
+		// must share one (pass Options.Names).
+		kr, err := storage.GenerateKeyring(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Names = kr.NameHash
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if opts.Policy == nil {
 		engine, err := policy.New(ctx, policy.WithStore(store), policy.WithDecisionLog(store, 0), policy.WithLogger(log))
