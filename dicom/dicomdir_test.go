@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -341,5 +343,30 @@ func TestRecordType(t *testing.T) {
 		if got := dicom.RecordType(uid); got != want {
 			t.Errorf("RecordType(%s) = %q, want %q", uid, got, want)
 		}
+	}
+}
+
+func TestReportReadsBack(t *testing.T) {
+	in := dicom.Report{Actions: []dicom.ActionCount{{Tag: dicom.NewTag(0x0010, 0x0010), Keyword: "PatientName", Rule: dicom.ActionZ, Applied: dicom.ActionZ, Count: 2}, {Tag: dicom.NewTag(0x7FE0, 0x0010), Rule: dicom.ActionXZU, Applied: dicom.ActionNone, Count: 1}}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out dicom.Report
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in.Actions, out.Actions) {
+		t.Errorf("read back %+v, want %+v", out.Actions, in.Actions)
+	}
+	var tg dicom.Tag
+	for _, bad := range []string{"", "(0010,0010", "0010,0010)", "(001G,0010)", "(0010,0010)x"} {
+		if tg.UnmarshalText([]byte(bad)) == nil {
+			t.Errorf("tag %q accepted", bad)
+		}
+	}
+	var a dicom.Action
+	if a.UnmarshalText([]byte("Q")) == nil {
+		t.Error("action Q accepted")
 	}
 }

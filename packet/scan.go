@@ -1,0 +1,511 @@
+package packet
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/consilium/consilium/dicom"
+)
+
+// Identifiers are the patient's original identifying values. The builder
+// scans every file of a packet for them (the residual scan) and reports
+// each hit in the receipt, without the value. Values are matched without
+// regard to ASCII case, also in their HTML- and JSON-escaped and ISO 8859-1
+// forms; values shorter than three characters are not searched (they
+// would match everywhere) and are counted as skipped.
+type Identifiers struct {
+	// Names are person names in any form ("Buster217 Hoeger845",
+	// "HOEGER^BUSTER"): each word of three letters or more is searched
+	// on its own, titles (Mr, Dr, Jr, ...) excepted.
+	Names []string
+	// IDs are identifier values: MRN, SSN, passport, driver's licence,
+	// FHIR Patient.id, DICOM Patient ID, Other Patient IDs, accession
+	// numbers. An ID with separators is also searched as its digits.
+	IDs []string
+	// Phones are telephone numbers, also searched as their digits.
+	Phones []string
+	// Emails are e-mail addresses.
+	Emails []string
+	// Addresses are address lines ("123 Main St").
+	Addresses []string
+	// BirthDates are exact birth dates, "YYYY-MM-DD" or "YYYYMMDD";
+	// each is searched in ISO, DICOM (YYYYMMDD), MM/DD/YYYY, DD/MM/YYYY and
+	// DD.MM.YYYY forms.
+	BirthDates []string
+	// Other values, searched as they are.
+	Other []string
+}
+
+// Kinds of identifier, as reported in a [Hit].
+const (
+	KindName      = "name"
+	KindID        = "identifier"
+	KindPhone     = "phone"
+	KindEmail     = "email"
+	KindAddress   = "address"
+	KindBirthDate = "birth-date"
+	KindOther     = "other"
+)
+
+// Merge adds o's values to ids.
+func (ids *Identifiers) Merge(o Identifiers) {
+	ids.Names = append(ids.Names, o.Names...)
+	ids.IDs = append(ids.IDs, o.IDs...)
+	ids.Phones = append(ids.Phones, o.Phones...)
+	ids.Emails = append(ids.Emails, o.Emails...)
+	ids.Addresses = append(ids.Addresses, o.Addresses...)
+	ids.BirthDates = append(ids.BirthDates, o.BirthDates...)
+	ids.Other = append(ids.Other, o.Other...)
+}
+
+// AddDICOM adds the identifying attributes of an original DICOM instance:
+// Patient's Name, Patient ID, Patient's Birth Date and Accession Number.
+func (ids *Identifiers) AddDICOM(s dicom.Summary) {
+	if s.PatientName != "" {
+		ids.Names = append(ids.Names, s.PatientName)
+	}
+	if s.PatientID != "" {
+		ids.IDs = append(ids.IDs, s.PatientID)
+	}
+	if s.AccessionNumber != "" {
+		ids.IDs = append(ids.IDs, s.AccessionNumber)
+	}
+	if s.PatientBirthDate != "" {
+		ids.BirthDates = append(ids.BirthDates, s.PatientBirthDate)
+	}
+}
+
+// Hit is one kind of identifier found in one place of one file, and how
+// often. It never holds the value found.
+type Hit struct {
+	// Path is the packet file.
+	Path string `json:"path"`
+	// Kind is KindName, KindID, ...
+	Kind string `json:"kind"`
+	// Where is the DICOM attribute ("(0010,0010)", or a path into
+	// sequences such as "(0040,A730)[1].(0040,A160)") or, in other files,
+	// the byte offset of the first occurrence ("byte 1234").
+	Where string `json:"where"`
+	Count int    `json:"count"`
+}
+
+// titles are name words that identify no one.
+var titles = []string{"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "jr", "sr", "md", "phd", "ii", "iii", "iv", "rn"}
+
+// minNeedle is the shortest value searched: shorter ones match everywhere.
+const minNeedle = 3
+
+// needle is one searched byte string, lower-cased.
+type needle struct {
+	b    []byte
+	kind string
+	// word: the match must not be preceded or followed by a letter or
+	// digit. digitLeft: it must not be preceded by a digit.
+	word, digitLeft bool
+}
+
+// matcher holds the needles of a packet.
+type matcher struct {
+	needles []needle
+	skipped int // values too short to search
+	values  int // values searched
+	maxLen  int
+}
+
+func newMatcher(ids Identifiers) *matcher {
+	m := &matcher{}
+	seen := map[string]bool{}
+	add := func(s, kind string, word, digitLeft bool) {
+		s = strings.TrimSpace(s)
+		if utf8.RuneCountInString(s) < minNeedle {
+			if s != "" {
+				m.skipped++
+			}
+			return
+		}
+		m.values++
+		for _, v := range variants(s) {
+			b := lowerASCII([]byte(v))
+			k := string(b) + "\x00" + kind
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			m.needles = append(m.needles, needle{b: b, kind: kind, word: word, digitLeft: digitLeft})
+			m.maxLen = max(m.maxLen, len(b))
+		}
+	}
+	for _, n := range ids.Names {
+		words := strings.FieldsFunc(n, func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune("^,=;", r) })
+		searched := false
+		for _, w := range words {
+			w = strings.Trim(w, ".")
+			if slices.Contains(titles, strings.ToLower(w)) {
+				continue
+			}
+			if utf8.RuneCountInString(w) >= minNeedle {
+				searched = true
+			}
+			add(w, KindName, true, false)
+		}
+		if !searched {
+			// Every word is short ("Li Bo"): search the whole name.
+			add(strings.Join(words, " "), KindName, true, false)
+		}
+	}
+	for _, v := range ids.IDs {
+		add(v, KindID, true, false)
+		if d := digits(v); len(d) >= 6 && d != strings.TrimSpace(v) && onlySeparators(v) {
+			add(d, KindID, true, false)
+		}
+	}
+	for _, v := range ids.Phones {
+		add(v, KindPhone, true, false)
+		if d := digits(v); len(d) >= 7 {
+			// Digits inside a longer number (a country code before
+			// them) still count.
+			add(d, KindPhone, false, false)
+		}
+	}
+	for _, v := range ids.Emails {
+		add(v, KindEmail, true, false)
+	}
+	for _, v := range ids.Addresses {
+		add(strings.Join(strings.Fields(v), " "), KindAddress, true, false)
+	}
+	for _, v := range ids.BirthDates {
+		forms := dateForms(v)
+		if forms == nil {
+			add(v, KindBirthDate, true, false)
+		}
+		for _, f := range forms {
+			// A date followed by a time (DICOM DT, FHIR dateTime) counts.
+			add(f, KindBirthDate, false, true)
+		}
+	}
+	for _, v := range ids.Other {
+		add(v, KindOther, true, false)
+	}
+	return m
+}
+
+// variants returns s and its escaped and legacy encodings.
+func variants(s string) []string {
+	out := []string{s}
+	if h := html.EscapeString(s); h != s {
+		out = append(out, h)
+	}
+	if j, err := json.Marshal(s); err == nil {
+		if js := string(j[1 : len(j)-1]); js != s {
+			out = append(out, js)
+		}
+	}
+	// ISO 8859-1 (ISO_IR 100), the most common DICOM character set.
+	latin, ok := make([]byte, 0, len(s)), true
+	for _, r := range s {
+		if r > 0xFF {
+			ok = false
+			break
+		}
+		latin = append(latin, byte(r))
+	}
+	if ok && string(latin) != s {
+		out = append(out, string(latin))
+	}
+	return out
+}
+
+func digits(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// onlySeparators reports whether s is digits with separators between them
+// ("999-12-3456", "555 123 4567").
+func onlySeparators(s string) bool {
+	return strings.Trim(strings.TrimSpace(s), "0123456789-. /") == ""
+}
+
+// dateForms returns the written forms of a date given as YYYY-MM-DD,
+// YYYYMMDD or a FHIR dateTime, or nil when it is not one.
+func dateForms(s string) []string {
+	s = strings.TrimSpace(s)
+	var y, mo, d string
+	switch {
+	case len(s) >= 10 && s[4] == '-' && s[7] == '-':
+		y, mo, d = s[:4], s[5:7], s[8:10]
+	case len(s) == 8:
+		y, mo, d = s[:4], s[4:6], s[6:8]
+	default:
+		return nil
+	}
+	if digits(y+mo+d) != y+mo+d {
+		return nil
+	}
+	return []string{y + "-" + mo + "-" + d, y + mo + d, mo + "/" + d + "/" + y, d + "/" + mo + "/" + y, d + "." + mo + "." + y}
+}
+
+func lowerASCII(b []byte) []byte {
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return b
+}
+
+func isAlnum(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c >= 0x80
+}
+
+// scanner searches a stream for the needles. Matches may span writes; the
+// scanner keeps the last bytes of each write (at most the longest needle
+// plus one) to find them.
+type scanner struct {
+	m    *matcher
+	buf  []byte // lower-cased, starting at absolute offset base
+	base int64
+	next []int64 // per needle, the first start not yet examined
+	hit  func(n *needle, at int64)
+}
+
+func (m *matcher) newScanner(hit func(n *needle, at int64)) *scanner {
+	return &scanner{m: m, next: make([]int64, len(m.needles)), hit: hit}
+}
+
+// reset starts a new stream.
+func (s *scanner) reset() {
+	s.buf = s.buf[:0]
+	s.base = 0
+	clear(s.next)
+}
+
+func (s *scanner) Write(p []byte) (int, error) {
+	if len(s.m.needles) == 0 {
+		return len(p), nil
+	}
+	n := len(s.buf)
+	s.buf = append(s.buf, p...)
+	lowerASCII(s.buf[n:])
+	s.search(false)
+	return len(p), nil
+}
+
+// Close searches what remains at the end of the stream.
+func (s *scanner) Close() error {
+	if len(s.m.needles) > 0 {
+		s.search(true)
+	}
+	return nil
+}
+
+func (s *scanner) search(final bool) {
+	limit := len(s.buf)
+	if !final {
+		// A match must have its next byte in the buffer, for the
+		// boundary check.
+		limit--
+	}
+	keep := int64(-1)
+	for i := range s.m.needles {
+		nd := &s.m.needles[i]
+		from := int(s.next[i] - s.base)
+		for from >= 0 && from < limit {
+			j := bytes.Index(s.buf[from:limit], nd.b)
+			if j < 0 {
+				break
+			}
+			at := from + j
+			if s.boundary(nd, at) {
+				s.hit(nd, s.base+int64(at))
+			}
+			from = at + 1
+		}
+		from = max(from, limit-len(nd.b)+1)
+		s.next[i] = s.base + int64(from)
+		if keep < 0 || s.next[i] < keep {
+			keep = s.next[i]
+		}
+	}
+	if final {
+		s.buf = s.buf[:0]
+		return
+	}
+	// Keep one byte before the earliest unexamined start, for the left
+	// boundary check.
+	drop := int(keep - 1 - s.base)
+	if drop > 0 {
+		drop = min(drop, len(s.buf))
+		s.buf = append(s.buf[:0], s.buf[drop:]...)
+		s.base += int64(drop)
+	}
+}
+
+func (s *scanner) boundary(nd *needle, at int) bool {
+	var before, after byte
+	hasBefore, hasAfter := at > 0, at+len(nd.b) < len(s.buf)
+	if hasBefore {
+		before = s.buf[at-1]
+	}
+	if hasAfter {
+		after = s.buf[at+len(nd.b)]
+	}
+	if nd.digitLeft && hasBefore && '0' <= before && before <= '9' {
+		return false
+	}
+	if !nd.word {
+		return true
+	}
+	if hasBefore && isAlnum(nd.b[0]) && isAlnum(before) {
+		return false
+	}
+	if hasAfter && isAlnum(nd.b[len(nd.b)-1]) && isAlnum(after) {
+		return false
+	}
+	return true
+}
+
+// fileScan collects the hits of one packet file.
+type fileScan struct {
+	path  string
+	sc    *scanner
+	where string // current DICOM attribute; "" for byte offsets
+	hits  map[[2]string]*Hit
+	order []*Hit
+}
+
+// maxHitsPerFile bounds what a file's hits cost in memory and in the
+// receipt.
+const maxHitsPerFile = 256
+
+func (m *matcher) newFileScan(path string) *fileScan {
+	f := &fileScan{path: path, hits: map[[2]string]*Hit{}}
+	f.sc = m.newScanner(func(n *needle, at int64) {
+		where := f.where
+		if where == "" {
+			where = fmt.Sprintf("byte %d", at)
+		}
+		k := [2]string{n.kind, f.where}
+		if f.where == "" {
+			k[1] = "bytes"
+		}
+		if h := f.hits[k]; h != nil {
+			h.Count++
+			return
+		}
+		if len(f.order) >= maxHitsPerFile {
+			return
+		}
+		h := &Hit{Path: f.path, Kind: n.kind, Where: where, Count: 1}
+		f.hits[k] = h
+		f.order = append(f.order, h)
+	})
+	return f
+}
+
+// Write scans bytes of a non-DICOM file; Close ends it.
+func (f *fileScan) Write(p []byte) (int, error) { return f.sc.Write(p) }
+func (f *fileScan) Close() error                { return f.sc.Close() }
+
+// value scans one DICOM value on its own.
+func (f *fileScan) value(where string, v []byte) {
+	if len(v) == 0 {
+		return
+	}
+	f.where = where
+	f.sc.reset()
+	f.sc.Write(v)
+	f.sc.Close()
+	f.where = ""
+}
+
+// Hits returns the hits found so far.
+func (f *fileScan) Hits() []Hit {
+	out := make([]Hit, len(f.order))
+	for i, h := range f.order {
+		out[i] = *h
+	}
+	return out
+}
+
+// scanBytes scans a whole in-memory file.
+func (m *matcher) scanBytes(path string, b []byte) []Hit {
+	f := m.newFileScan(path)
+	f.Write(b)
+	f.Close()
+	return f.Hits()
+}
+
+// dicomScan is what scanning a DICOM file gives besides its hits: what
+// the DICOMDIR needs.
+type dicomScan struct {
+	meta   *dicom.FileMeta
+	header []*dicom.Element
+	hits   []Hit
+}
+
+// scanDICOM reads a Part 10 instance and scans its preamble, every File
+// Meta and dataset value at every depth and, with pixels, the Pixel Data.
+// Pixel Data is streamed, never held.
+func (m *matcher) scanDICOM(path string, r io.Reader, pixels bool) (*dicomScan, error) {
+	f := m.newFileScan(path)
+	var pre [128]byte
+	if _, err := io.ReadFull(r, pre[:]); err != nil {
+		return nil, fmt.Errorf("reading the preamble: %w", err)
+	}
+	f.value("preamble", pre[:])
+	rd, err := dicom.NewReader(io.MultiReader(bytes.NewReader(pre[:]), r), dicom.ReaderOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range rd.Meta().Elements {
+		f.value(e.Tag.String(), e.Value)
+	}
+	var header []*dicom.Element
+	var walk func(prefix string, elems []*dicom.Element)
+	walk = func(prefix string, elems []*dicom.Element) {
+		for _, e := range elems {
+			where := prefix + e.Tag.String()
+			f.value(where, e.Value)
+			for i, it := range e.Items {
+				walk(fmt.Sprintf("%s[%d].", where, i+1), it.Elements)
+			}
+		}
+	}
+	for {
+		e, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if px := rd.PixelData(); px != nil {
+			if pixels {
+				f.where = e.Tag.String()
+				f.sc.reset()
+				if _, err := io.Copy(f.sc, px); err != nil {
+					return nil, err
+				}
+				f.sc.Close()
+				f.where = ""
+			}
+			continue
+		}
+		walk("", []*dicom.Element{e})
+		header = append(header, e)
+	}
+	return &dicomScan{meta: rd.Meta(), header: header, hits: f.Hits()}, nil
+}
