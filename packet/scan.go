@@ -168,10 +168,18 @@ func newMatcher(ids Identifiers) *matcher {
 	}
 	for _, v := range ids.Phones {
 		add(v, KindPhone, true, false)
-		if d := digits(v); len(d) >= 7 {
+		d := digits(v)
+		if len(d) >= 7 {
 			// Digits inside a longer number (a country code before
 			// them) still count.
 			add(d, KindPhone, false, false)
+		}
+		if len(d) >= 10 {
+			// The usual ways of writing the last ten digits.
+			a, b, c := d[len(d)-10:len(d)-7], d[len(d)-7:len(d)-4], d[len(d)-4:]
+			for _, f := range []string{a + "-" + b + "-" + c, "(" + a + ") " + b + "-" + c, "(" + a + ")" + b + "-" + c, a + "." + b + "." + c, a + " " + b + " " + c} {
+				add(f, KindPhone, false, false)
+			}
 		}
 	}
 	for _, v := range ids.Emails {

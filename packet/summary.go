@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"html/template"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -108,12 +109,19 @@ func renderSummary(c Case, created time.Time, bundle []byte, safeHarbor bool) ([
 			}
 		}
 		slices.SortStableFunc(d.Rows, func(a, b summaryRow) int { return cmp.Compare(a.Date, b.Date) })
+		for i := range d.Rows {
+			d.Rows[i].Date = displayDate(d.Rows[i].Date)
+		}
 		if len(d.Rows) > summaryRows {
 			d.Dropped = len(d.Rows) - summaryRows
 			d.Rows = d.Rows[d.Dropped:]
 		}
 		for _, t := range timelineTypes {
-			if n := counts[t.label]; n > 0 {
+			switch n := counts[t.label]; n {
+			case 0:
+			case 1:
+				d.Counts = append(d.Counts, "1 "+t.singular)
+			default:
 				d.Counts = append(d.Counts, fmt.Sprintf("%d %s", n, t.plural))
 			}
 		}
@@ -125,15 +133,23 @@ func renderSummary(c Case, created time.Time, bundle []byte, safeHarbor bool) ([
 	return out.Bytes(), nil
 }
 
-var timelineTypes = []struct{ resource, label, plural string }{
-	{"Condition", "Condition", "conditions"},
-	{"Observation", "Observation", "observations"},
-	{"Procedure", "Procedure", "procedures"},
-	{"ImagingStudy", "Imaging study", "imaging studies"},
-	{"DiagnosticReport", "Report", "reports"},
-	{"MedicationRequest", "Medication", "medications"},
-	{"AllergyIntolerance", "Allergy", "allergies"},
-	{"Immunization", "Immunization", "immunizations"},
+var timelineTypes = []struct{ resource, label, singular, plural string }{
+	{"Condition", "Condition", "condition", "conditions"},
+	{"Observation", "Observation", "observation", "observations"},
+	{"Procedure", "Procedure", "procedure", "procedures"},
+	{"ImagingStudy", "Imaging study", "imaging study", "imaging studies"},
+	{"DiagnosticReport", "Report", "report", "reports"},
+	{"MedicationRequest", "Medication", "medication", "medications"},
+	{"AllergyIntolerance", "Allergy", "allergy", "allergies"},
+	{"Immunization", "Immunization", "immunization", "immunizations"},
+}
+
+// displayDate shortens a FHIR dateTime to its date and minutes.
+func displayDate(s string) string {
+	if len(s) >= 16 && s[10] == 'T' {
+		return s[:10] + " " + s[11:16]
+	}
+	return s
 }
 
 // timelineRow turns one resource into a timeline row.
@@ -261,7 +277,12 @@ func observationValue(r map[string]any) string {
 		if unit == "" {
 			unit, _ = q["code"].(string)
 		}
-		return strings.TrimSpace(fmt.Sprint(q["value"]) + " " + unit)
+		v := fmt.Sprint(q["value"])
+		if f, ok := q["value"].(float64); ok {
+			// Six significant digits: what a measurement can mean.
+			v = strconv.FormatFloat(f, 'g', 6, 64)
+		}
+		return strings.TrimSpace(v + " " + unit)
 	case r["valueCodeableConcept"] != nil:
 		return codeText(r["valueCodeableConcept"])
 	case r["valueString"] != nil:
