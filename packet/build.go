@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"aead.dev/minisign"
@@ -49,7 +51,8 @@ type Options struct {
 	// de-identification and the tar stream (default os.TempDir()). Only
 	// de-identified data is written there, and only until it is sent.
 	TempDir string
-	// MemorySpool is the largest instance held in memory (default 16 MiB).
+	// MemorySpool is the largest instance held in memory (default 8 MiB);
+	// at most a few instances per core are in memory at once.
 	MemorySpool int64
 	// Now gives the creation time (default time.Now).
 	Now func() time.Time
@@ -94,11 +97,12 @@ type Result struct {
 // Defaults.
 const (
 	defaultFileSetID   = "CONSILIUM"
-	defaultMemorySpool = 16 << 20
+	defaultMemorySpool = 8 << 20
 	chunkSize          = 256 << 10
 	chunkDepth         = 8
-	// prefetch is how many prepared instances wait for the tar stream.
-	prefetch = 2
+	// prefetch is how many instances may wait, prepared or being
+	// prepared, for the tar stream.
+	prefetch = 4
 )
 
 // Build writes a packet for c to w: an age-encrypted tar stream whose
@@ -137,7 +141,7 @@ func Build(ctx context.Context, w io.Writer, c Contents, opts Options) (*Result,
 		}
 		return nil
 	})
-	ready := make(chan *prepared, prefetch)
+	ready := make(chan chan *prepared, prefetch)
 	if c.Instances != nil {
 		g.Go(func() error { return b.prepareAll(gctx, c.Instances, ready) })
 	} else {
@@ -152,9 +156,13 @@ func Build(ctx context.Context, w io.Writer, c Contents, opts Options) (*Result,
 	err = g.Wait()
 	// Instances prepared but not written (after a failure) hold memory
 	// or temporary files.
-	for p := range ready {
-		if p.sp != nil {
-			p.sp.Close()
+	for fut := range ready {
+		select {
+		case p := <-fut:
+			if p.sp != nil {
+				p.sp.Close()
+			}
+		default:
 		}
 	}
 	if err != nil {
@@ -166,22 +174,23 @@ func Build(ctx context.Context, w io.Writer, c Contents, opts Options) (*Result,
 
 // builder holds the state of one Build.
 type builder struct {
-	c       Contents
-	opts    Options
-	created time.Time
-	id      string
-	dicomD  *dicom.Deidentifier
-	fhirD   *fhir.Deidentifier
-	dicomP  deid.Profile
-	fhirP   deid.Profile
-	patient string
-	pool    *bufPool
+	c        Contents
+	opts     Options
+	created  time.Time
+	id       string
+	dicomD   *dicom.Deidentifier
+	fhirD    *fhir.Deidentifier
+	dicomP   deid.Profile
+	fhirP    deid.Profile
+	patient  string
+	pool     *bufPool
+	copyBufs chan []byte
 
-	// Identifiers: the base set, and what the instances' goroutine
-	// learned from originals (read by the writer after ready is closed).
+	// Identifiers: the base set, and what the workers learned from
+	// originals (under mu).
 	ids     Identifiers
+	mu      sync.Mutex
 	learned Identifiers
-	final   *matcher
 }
 
 func newBuilder(ctx context.Context, c Contents, opts Options) (*builder, error) {
@@ -204,7 +213,7 @@ func newBuilder(ctx context.Context, c Contents, opts Options) (*builder, error)
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{c: c, opts: opts, created: opts.Now().UTC().Truncate(time.Second), id: id, pool: newBufPool(prefetch + 3), ids: c.Identifiers}
+	b := &builder{c: c, opts: opts, created: opts.Now().UTC().Truncate(time.Second), id: id, pool: newBufPool(prefetch + 3), copyBufs: make(chan []byte, 2), ids: c.Identifiers}
 	d := opts.Deid
 	b.dicomP, b.fhirP = d.DICOMProfile, d.FHIRProfile
 	if b.dicomP.Name == "" {
@@ -249,20 +258,23 @@ func newBuilder(ctx context.Context, c Contents, opts Options) (*builder, error)
 // prepared is one instance ready for the tar stream, or withheld.
 type prepared struct {
 	sp       *spool
+	sum      string // SHA-256 of the spooled content, hex
 	report   *dicom.Report
 	scan     *dicomScan
 	withheld *Withheld
 }
 
-// prepareAll de-identifies (or takes) each instance, spools it, scans it
-// and hands it to the writer, a few ahead of it.
-func (b *builder) prepareAll(ctx context.Context, src Instances, out chan<- *prepared) error {
-	defer close(out)
+// prepareAll fetches the instances in order and prepares (de-identifies
+// or takes, spools, hashes, scans) several at once, one per core: the
+// writer receives one future per instance, in order, a few ahead.
+func (b *builder) prepareAll(ctx context.Context, src Instances, out chan<- chan *prepared) error {
 	seen := map[string]bool{}
 	m := newMatcher(b.ids)
 	learn := func(s dicom.Summary) {
 		var l Identifiers
 		l.AddDICOM(s)
+		b.mu.Lock()
+		defer b.mu.Unlock()
 		grew := false
 		for _, v := range slices.Concat(l.Names, l.IDs, l.BirthDates) {
 			if !seen[v] {
@@ -277,30 +289,70 @@ func (b *builder) prepareAll(ctx context.Context, src Instances, out chan<- *pre
 			m = newMatcher(all)
 		}
 	}
-	for {
-		inst, err := src.Next(ctx)
-		if err == io.EOF {
-			all := b.ids
-			all.Merge(b.learned)
-			b.final = newMatcher(all)
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("packet: next instance: %w", err)
-		}
-		p, err := b.prepare(ctx, inst, learn, func() *matcher { return m })
-		if err != nil {
-			return err
-		}
-		select {
-		case out <- p:
-		case <-ctx.Done():
-			if p.sp != nil {
-				p.sp.Close()
-			}
-			return ctx.Err()
-		}
+	current := func() *matcher {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return m
 	}
+
+	type job struct {
+		inst Instance
+		fut  chan *prepared
+	}
+	jobs := make(chan job)
+	g, gctx := errgroup.WithContext(ctx)
+	for range workers() {
+		g.Go(func() error {
+			for j := range jobs {
+				p, err := b.prepare(gctx, j.inst, learn, current)
+				if err != nil {
+					return err
+				}
+				j.fut <- p
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(jobs)
+		defer close(out)
+		for {
+			inst, err := src.Next(gctx)
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("packet: next instance: %w", err)
+			}
+			fut := make(chan *prepared, 1)
+			select {
+			case out <- fut:
+			case <-gctx.Done():
+				inst.Body.Close()
+				return gctx.Err()
+			}
+			select {
+			case jobs <- job{inst, fut}:
+			case <-gctx.Done():
+				inst.Body.Close()
+				return gctx.Err()
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// workers is how many instances are prepared at once.
+func workers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
+
+// finalMatcher returns the matcher of every identifier, those learned from
+// DICOM originals included. Call it once every instance is prepared.
+func (b *builder) finalMatcher() *matcher {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	all := b.ids
+	all.Merge(b.learned)
+	return newMatcher(all)
 }
 
 func (b *builder) prepare(ctx context.Context, inst Instance, learn func(dicom.Summary), m func() *matcher) (p *prepared, err error) {
@@ -313,6 +365,10 @@ func (b *builder) prepare(ctx context.Context, inst Instance, learn func(dicom.S
 			sp.Close()
 		}
 	}()
+	// The content is hashed here, as it is spooled, so that hashing (the
+	// most expensive step after encryption) runs in the workers, beside
+	// the tar stream and encryption rather than in line with them.
+	sum := ""
 	rep := inst.Report
 	if rep == nil {
 		if b.dicomD == nil {
@@ -332,14 +388,30 @@ func (b *builder) prepare(ctx context.Context, inst Instance, learn func(dicom.S
 		if err != nil {
 			return nil, fmt.Errorf("packet: de-identifying an instance: %w", err)
 		}
-	} else if ra, ok := inst.Body.(io.ReaderAt); ok && inst.Size >= 0 {
+	} else if ra, ok := inst.Body.(io.ReaderAt); ok && inst.Size > b.opts.MemorySpool {
+		// A large file is read where it is rather than copied to
+		// another file.
 		sp.ra, sp.closer, sp.size = ra, inst.Body, inst.Size
+		h := sha256.New()
+		buf := b.copyBuf()
+		n, err := io.CopyBuffer(h, io.NewSectionReader(ra, 0, inst.Size), buf)
+		b.putCopyBuf(buf)
+		if err == nil && n != inst.Size {
+			err = fmt.Errorf("%d bytes, expected %d", n, inst.Size)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("packet: reading an instance: %w", err)
+		}
+		sum = hexSum(h)
 	} else {
 		_, err := sp.ReadFrom(inst.Body)
 		inst.Body.Close()
 		if err != nil {
 			return nil, fmt.Errorf("packet: reading an instance: %w", err)
 		}
+	}
+	if sum == "" {
+		sum = sp.sum()
 	}
 	withheld := func(reason string) *prepared {
 		return &prepared{report: rep, withheld: &Withheld{
@@ -350,7 +422,7 @@ func (b *builder) prepare(ctx context.Context, inst Instance, learn func(dicom.S
 	if rep.BurnedIn && !b.opts.Deid.KeepBurnedIn {
 		return withheld("may show burned-in text: " + rep.BurnedInReason), nil
 	}
-	scan, err := m().scanDICOM("", sp.reader(), b.opts.ScanPixelData)
+	scan, err := m().scanDICOM("", sp.readerAt(), sp.size, b.opts.ScanPixelData)
 	if err != nil {
 		var pe *dicom.ParseError
 		if errors.As(err, &pe) {
@@ -358,11 +430,29 @@ func (b *builder) prepare(ctx context.Context, inst Instance, learn func(dicom.S
 		}
 		return nil, fmt.Errorf("packet: scanning an instance: %w", err)
 	}
-	return &prepared{sp: sp, report: rep, scan: scan}, nil
+	return &prepared{sp: sp, sum: sum, report: rep, scan: scan}, nil
+}
+
+// copyBuf returns a buffer for copying files: large, so that a file on
+// disk is read in few system calls.
+func (b *builder) copyBuf() []byte {
+	select {
+	case buf := <-b.copyBufs:
+		return buf
+	default:
+		return make([]byte, 1<<20)
+	}
+}
+
+func (b *builder) putCopyBuf(buf []byte) {
+	select {
+	case b.copyBufs <- buf:
+	default:
+	}
 }
 
 // write produces the tar stream.
-func (b *builder) write(ctx context.Context, pipe *chunkPipe, ready <-chan *prepared) (*Result, error) {
+func (b *builder) write(ctx context.Context, pipe *chunkPipe, ready <-chan chan *prepared) (*Result, error) {
 	tw := tar.NewWriter(pipe)
 	m := newMatcher(b.ids)
 	man := &Manifest{
@@ -384,7 +474,9 @@ func (b *builder) write(ctx context.Context, pipe *chunkPipe, ready <-chan *prep
 		}
 		return nil
 	}
-	add := func(path, media string, r io.Reader, size int64) error {
+	// add writes one file; sum is its SHA-256 when the caller computed
+	// it, else it is computed here.
+	add := func(path, media string, r io.Reader, size int64, sum string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -392,19 +484,29 @@ func (b *builder) write(ctx context.Context, pipe *chunkPipe, ready <-chan *prep
 		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("packet: %s: %w", path, err)
 		}
-		h := sha256.New()
-		n, err := io.Copy(io.MultiWriter(tw, h), r)
+		var w io.Writer = tw
+		var h hash.Hash
+		if sum == "" {
+			h = sha256.New()
+			w = io.MultiWriter(tw, h)
+		}
+		buf := b.copyBuf()
+		n, err := io.CopyBuffer(w, r, buf)
+		b.putCopyBuf(buf)
 		if err != nil {
 			return fmt.Errorf("packet: %s: %w", path, err)
 		}
 		if n != size {
 			return fmt.Errorf("packet: %s: %d bytes, expected %d", path, n, size)
 		}
-		man.Files = append(man.Files, File{Path: path, Size: size, MediaType: media, SHA256: hexSum(h)})
+		if h != nil {
+			sum = hexSum(h)
+		}
+		man.Files = append(man.Files, File{Path: path, Size: size, MediaType: media, SHA256: sum})
 		return nil
 	}
 	addBytes := func(path, media string, data []byte) error {
-		return add(path, media, bytes.NewReader(data), int64(len(data)))
+		return add(path, media, bytes.NewReader(data), int64(len(data)), "")
 	}
 
 	// The FHIR bundle and the summary come first: they are what the
@@ -454,7 +556,13 @@ func (b *builder) write(ctx context.Context, pipe *chunkPipe, ready <-chan *prep
 	}
 	var totals dicomTotals
 	instances := 0
-	for p := range ready {
+	for fut := range ready {
+		var p *prepared
+		select {
+		case p = <-fut:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 		instances++
 		if p.withheld != nil {
 			man.Withheld = append(man.Withheld, *p.withheld)
@@ -480,7 +588,7 @@ func (b *builder) write(ctx context.Context, pipe *chunkPipe, ready <-chan *prep
 			p.sp.Close()
 			return nil, err
 		}
-		err = add(path, MediaDICOM, p.sp.reader(), p.sp.size)
+		err = add(path, MediaDICOM, p.sp.content(), p.sp.size, p.sum)
 		p.sp.Close()
 		if err != nil {
 			return nil, err
@@ -514,8 +622,8 @@ func (b *builder) write(ctx context.Context, pipe *chunkPipe, ready <-chan *prep
 	// bundle were written: scan those again (the hit is reported; with
 	// FailOnResidual the packet gets no manifest).
 	final := m
-	if b.final != nil && b.final.values > m.values {
-		final = b.final
+	if fm := b.finalMatcher(); fm.values > m.values {
+		final = fm
 		for _, f := range []struct {
 			path string
 			data []byte

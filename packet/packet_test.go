@@ -438,12 +438,19 @@ func reset(src packet.Instances, clean, planted []byte, rep *dicom.Report) packe
 
 var fhirReport = fhir.DeidReport{Profile: "shifted"}
 
-func mustDICOMProfile(t *testing.T) deid.Profile {
+func mustDICOMProfile(t testing.TB) deid.Profile {
 	p, err := deid.ParseDICOMProfile("basic,retain-long-modified-dates")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func newFHIRDeidentifier(k keys, key string) (*fhir.Deidentifier, error) {
+	return fhir.NewDeidentifier(fhir.DeidOptions{
+		Profile: deid.Profile{Kind: deid.FHIR, Name: deid.Shifted}, Source: k.src,
+		PatientKey: func(fhir.DeidPatient) (string, error) { return key, nil },
+	})
 }
 
 func fmtLen(s string, n int) string { return s + strings.Repeat(" ", n-len(s)) }

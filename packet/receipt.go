@@ -74,6 +74,7 @@ type dicomTotals struct {
 	n        int
 	pixels   int64
 	acc      *dicom.Report
+	pending  []*dicom.Report // merged in batches: a merge sorts
 	problems map[dicom.Reason]int
 }
 
@@ -87,16 +88,25 @@ func (t *dicomTotals) add(r *dicom.Report) {
 	}
 	t.n++
 	t.pixels += r.PixelBytes
-	t.acc.Actions = dicom.MergeActions(t.acc, r)
 	for _, p := range r.Problems {
 		t.problems[p]++
 	}
+	t.pending = append(t.pending, r)
+	if len(t.pending) == 64 {
+		t.merge()
+	}
+}
+
+func (t *dicomTotals) merge() {
+	t.acc.Actions = dicom.MergeActions(append(t.pending, t.acc)...)
+	t.pending = t.pending[:0]
 }
 
 func (t *dicomTotals) receipt() *DICOMReceipt {
 	if t.n == 0 {
 		return nil
 	}
+	t.merge()
 	d := &DICOMReceipt{Profile: t.profile, Instances: t.n, PixelBytes: t.pixels, Actions: t.acc.Actions}
 	for r, n := range t.problems {
 		d.Problems = append(d.Problems, ProblemCount{Reason: r, Count: n})

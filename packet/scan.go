@@ -1,6 +1,7 @@
 package packet
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -464,17 +465,20 @@ type dicomScan struct {
 	hits   []Hit
 }
 
-// scanDICOM reads a Part 10 instance and scans its preamble, every File
-// Meta and dataset value at every depth and, with pixels, the Pixel Data.
-// Pixel Data is streamed, never held.
-func (m *matcher) scanDICOM(path string, r io.Reader, pixels bool) (*dicomScan, error) {
+// scanDICOM reads a Part 10 instance of size bytes from r and scans its
+// preamble, every File Meta and dataset value at every depth and, with
+// pixels, the Pixel Data. Pixel Data is streamed, never held; without
+// pixels it is not even read: the scan jumps over its value and scans
+// whatever follows it byte by byte.
+func (m *matcher) scanDICOM(path string, r io.ReaderAt, size int64, pixels bool) (*dicomScan, error) {
 	f := m.newFileScan(path)
 	var pre [128]byte
-	if _, err := io.ReadFull(r, pre[:]); err != nil {
+	if _, err := r.ReadAt(pre[:], 0); err != nil {
 		return nil, fmt.Errorf("reading the preamble: %w", err)
 	}
 	f.value("preamble", pre[:])
-	rd, err := dicom.NewReader(io.MultiReader(bytes.NewReader(pre[:]), r), dicom.ReaderOptions{})
+	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 32<<10)
+	rd, err := dicom.NewReader(br, dicom.ReaderOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -500,20 +504,38 @@ func (m *matcher) scanDICOM(path string, r io.Reader, pixels bool) (*dicomScan, 
 		if err != nil {
 			return nil, err
 		}
-		if px := rd.PixelData(); px != nil {
-			if pixels {
-				f.where = e.Tag.String()
+		px := rd.PixelData()
+		if px == nil {
+			walk("", []*dicom.Element{e})
+			header = append(header, e)
+			continue
+		}
+		if !pixels && e.Length != dicom.UndefinedLength && !rd.TransferSyntax().Deflated {
+			// Offsets are those of the file: jump over the value.
+			end := rd.Offset() + int64(e.Length)
+			if end > size {
+				return nil, fmt.Errorf("pixel data of %d bytes runs past the end of the file", e.Length)
+			}
+			if end < size {
+				f.where = "after " + e.Tag.String()
 				f.sc.reset()
-				if _, err := io.Copy(f.sc, px); err != nil {
+				if _, err := io.Copy(f.sc, io.NewSectionReader(r, end, size-end)); err != nil {
 					return nil, err
 				}
 				f.sc.Close()
 				f.where = ""
 			}
-			continue
+			break
 		}
-		walk("", []*dicom.Element{e})
-		header = append(header, e)
+		if pixels {
+			f.where = e.Tag.String()
+			f.sc.reset()
+			if _, err := io.Copy(f.sc, px); err != nil {
+				return nil, err
+			}
+			f.sc.Close()
+			f.where = ""
+		}
 	}
 	return &dicomScan{meta: rd.Meta(), header: header, hits: f.Hits()}, nil
 }

@@ -126,7 +126,7 @@ func TestScannerOffsetsAcrossWrites(t *testing.T) {
 func TestScanDICOM(t *testing.T) {
 	f := scanTestdata(t, "dicom/modality/ct/CT_small.dcm")
 	m := newMatcher(Identifiers{Names: []string{"CompressedSamples^CT1"}, IDs: []string{"1CT1", "ABCD1234", "1234abcd"}})
-	s, err := m.scanDICOM("x.dcm", bytes.NewReader(f), false)
+	s, err := m.scanDICOM("x.dcm", bytes.NewReader(f), int64(len(f)), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +143,27 @@ func TestScanDICOM(t *testing.T) {
 	}
 	if s.meta.TransferSyntaxUID == "" || dicom.Find(s.header, dicom.NewTag(0x0008, 0x0018)) == nil {
 		t.Error("no File Meta or header")
+	}
+
+	// What follows Pixel Data is scanned too, although Pixel Data is
+	// skipped: here Data Set Trailing Padding holding the Patient ID.
+	trailed := append(bytes.Clone(f), 0xFC, 0xFF, 0xFC, 0xFF, 'O', 'B', 0, 0, 4, 0, 0, 0, '1', 'C', 'T', '1')
+	for _, pixels := range []bool{false, true} {
+		s, err = m.scanDICOM("x.dcm", bytes.NewReader(trailed), int64(len(trailed)), pixels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, h := range s.hits {
+			found = found || h.Where == "after (7FE0,0010)" || h.Where == "(FFFC,FFFC)"
+		}
+		if !found {
+			t.Errorf("pixels=%v: trailing padding not scanned: %+v", pixels, s.hits)
+		}
+	}
+	// A Pixel Data length past the end of the file is an error.
+	if _, err := m.scanDICOM("x.dcm", bytes.NewReader(f[:len(f)-300]), int64(len(f)-300), false); err == nil {
+		t.Error("truncated pixel data accepted")
 	}
 }
 
