@@ -3,6 +3,7 @@ package packet
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"html"
@@ -391,8 +392,11 @@ type fileScan struct {
 	path  string
 	sc    *scanner
 	where string // current DICOM attribute; "" for byte offsets
-	hits  map[[2]string]*Hit
-	order []*Hit
+	// resolve, when set, names the place of a hit at an offset (the
+	// values of a DICOM header scanned in one batch).
+	resolve func(at int64) string
+	hits    map[[2]string]*Hit
+	order   []*Hit
 }
 
 // maxHitsPerFile bounds what a file's hits cost in memory and in the
@@ -403,11 +407,12 @@ func (m *matcher) newFileScan(path string) *fileScan {
 	f := &fileScan{path: path, hits: map[[2]string]*Hit{}}
 	f.sc = m.newScanner(func(n *needle, at int64) {
 		where := f.where
+		if f.resolve != nil {
+			where = f.resolve(at)
+		}
+		k := [2]string{n.kind, where}
 		if where == "" {
 			where = fmt.Sprintf("byte %d", at)
-		}
-		k := [2]string{n.kind, f.where}
-		if f.where == "" {
 			k[1] = "bytes"
 		}
 		if h := f.hits[k]; h != nil {
@@ -427,18 +432,6 @@ func (m *matcher) newFileScan(path string) *fileScan {
 // Write scans bytes of a non-DICOM file; Close ends it.
 func (f *fileScan) Write(p []byte) (int, error) { return f.sc.Write(p) }
 func (f *fileScan) Close() error                { return f.sc.Close() }
-
-// value scans one DICOM value on its own.
-func (f *fileScan) value(where string, v []byte) {
-	if len(v) == 0 {
-		return
-	}
-	f.where = where
-	f.sc.reset()
-	f.sc.Write(v)
-	f.sc.Close()
-	f.where = ""
-}
 
 // Hits returns the hits found so far.
 func (f *fileScan) Hits() []Hit {
@@ -476,25 +469,26 @@ func (m *matcher) scanDICOM(path string, r io.ReaderAt, size int64, pixels bool)
 	if _, err := r.ReadAt(pre[:], 0); err != nil {
 		return nil, fmt.Errorf("reading the preamble: %w", err)
 	}
-	f.value("preamble", pre[:])
 	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 32<<10)
 	rd, err := dicom.NewReader(br, dicom.ReaderOptions{})
 	if err != nil {
 		return nil, err
 	}
+	// Every value goes into one batch, each followed by a NUL (no
+	// needle spans it, and it is a word boundary), scanned in one pass;
+	// a hit's offset leads back to the value and its attribute path.
+	var hb headerBatch
+	hb.add(nil, pre[:])
 	for _, e := range rd.Meta().Elements {
-		f.value(e.Tag.String(), e.Value)
+		hb.walk(e)
 	}
 	var header []*dicom.Element
-	var walk func(prefix string, elems []*dicom.Element)
-	walk = func(prefix string, elems []*dicom.Element) {
-		for _, e := range elems {
-			where := prefix + e.Tag.String()
-			f.value(where, e.Value)
-			for i, it := range e.Items {
-				walk(fmt.Sprintf("%s[%d].", where, i+1), it.Elements)
-			}
-		}
+	scanBatch := func() {
+		f.resolve = hb.where
+		f.sc.reset()
+		f.sc.Write(hb.buf)
+		f.sc.Close()
+		f.resolve = nil
 	}
 	for {
 		e, err := rd.Next()
@@ -506,10 +500,12 @@ func (m *matcher) scanDICOM(path string, r io.ReaderAt, size int64, pixels bool)
 		}
 		px := rd.PixelData()
 		if px == nil {
-			walk("", []*dicom.Element{e})
+			hb.walk(e)
 			header = append(header, e)
 			continue
 		}
+		scanBatch()
+		hb = headerBatch{}
 		if !pixels && e.Length != dicom.UndefinedLength && !rd.TransferSyntax().Deflated {
 			// Offsets are those of the file: jump over the value.
 			end := rd.Offset() + int64(e.Length)
@@ -537,5 +533,67 @@ func (m *matcher) scanDICOM(path string, r io.ReaderAt, size int64, pixels bool)
 			f.where = ""
 		}
 	}
+	scanBatch()
 	return &dicomScan{meta: rd.Meta(), header: header, hits: f.Hits()}, nil
+}
+
+// headerBatch gathers the values of a DICOM header for one scan.
+type headerBatch struct {
+	buf   []byte
+	refs  []valueRef
+	steps []uint32 // paths: tag, item, tag, ..., one after the other
+	stack []uint32
+}
+
+// valueRef says where a value starts in buf and what its path is.
+type valueRef struct{ off, from, to int }
+
+func (hb *headerBatch) add(path []uint32, v []byte) {
+	if len(v) == 0 {
+		return
+	}
+	from := len(hb.steps)
+	hb.steps = append(hb.steps, path...)
+	hb.refs = append(hb.refs, valueRef{off: len(hb.buf), from: from, to: len(hb.steps)})
+	hb.buf = append(hb.buf, v...)
+	hb.buf = append(hb.buf, 0)
+}
+
+func (hb *headerBatch) walk(e *dicom.Element) {
+	hb.stack = append(hb.stack, uint32(e.Tag))
+	hb.add(hb.stack, e.Value)
+	for i, it := range e.Items {
+		hb.stack = append(hb.stack, uint32(i+1))
+		for _, c := range it.Elements {
+			hb.walk(c)
+		}
+		hb.stack = hb.stack[:len(hb.stack)-1]
+	}
+	hb.stack = hb.stack[:len(hb.stack)-1]
+}
+
+// where names the value holding the byte at offset at of buf:
+// "(0040,A730)[2].(0040,A160)", or "preamble".
+func (hb *headerBatch) where(at int64) string {
+	off := int(at)
+	i, found := slices.BinarySearchFunc(hb.refs, off, func(r valueRef, off int) int { return cmp.Compare(r.off, off) })
+	if !found {
+		i--
+	}
+	if i < 0 {
+		return ""
+	}
+	path := hb.steps[hb.refs[i].from:hb.refs[i].to]
+	if len(path) == 0 {
+		return "preamble"
+	}
+	var b strings.Builder
+	for j, s := range path {
+		if j%2 == 1 {
+			fmt.Fprintf(&b, "[%d].", s)
+			continue
+		}
+		b.WriteString(dicom.Tag(s).String())
+	}
+	return b.String()
 }
