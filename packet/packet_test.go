@@ -18,6 +18,8 @@ import (
 
 	"aead.dev/minisign"
 	"filippo.io/age"
+	sdicom "github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/tag"
 
 	"github.com/consilium/consilium/deid"
 	"github.com/consilium/consilium/dicom"
@@ -159,6 +161,33 @@ func TestBuildOpen(t *testing.T) {
 		}
 		checkSummary(t, readFile(t, filepath.Join(dir, packet.SummaryPath)))
 
+		// The DICOMDIR reads back with another DICOM library, and its
+		// records reference the files the manifest lists.
+		dd := readFile(t, filepath.Join(dir, packet.DICOMDIRPath))
+		ds, err := sdicom.Parse(bytes.NewReader(dd), int64(len(dd)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, err := ds.FindElementByTag(tag.DirectoryRecordSequence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs := 0
+		for _, it := range seq.Value.GetValue().([]*sdicom.SequenceItemValue) {
+			for _, el := range it.GetValue().([]*sdicom.Element) {
+				if el.Tag == tag.ReferencedFileID {
+					refs++
+					p := strings.Join(el.Value.GetValue().([]string), "/")
+					if !slices.Contains(paths, p) {
+						t.Errorf("DICOMDIR references %s, not in the manifest", p)
+					}
+				}
+			}
+		}
+		if refs != dcm {
+			t.Errorf("DICOMDIR references %d files, want %d", refs, dcm)
+		}
+
 		// A second unpack into the same, now full, directory is refused.
 		r, _ = packet.Open(bytes.NewReader(enc), k.id, k.pub)
 		if _, err := r.Unpack(context.Background(), dir); err == nil {
@@ -283,6 +312,7 @@ func TestInterop(t *testing.T) {
 		t.Errorf("%d files unpacked, manifest lists %d (+2)", len(all), len(m.Files))
 	}
 
+	dcmftest := testenv.LookPath(t, "dcmftest", "apt-get install dcmtk")
 	for _, f := range m.Files {
 		if f.MediaType != packet.MediaDICOM {
 			continue
@@ -290,6 +320,9 @@ func TestInterop(t *testing.T) {
 		out := run(dir, dcmdump, "-q", "--load-all", f.Path)
 		if f.Path == packet.DICOMDIRPath && !bytes.Contains(out, []byte("DirectoryRecordSequence")) {
 			t.Errorf("dcmdump DICOMDIR: no records")
+		}
+		if out := run(dir, dcmftest, f.Path); !bytes.HasPrefix(out, []byte("yes:")) {
+			t.Errorf("dcmftest: %s", out)
 		}
 	}
 	out, _ = exec.Command(dciodvfy, filepath.Join(dir, packet.DICOMDIRPath)).CombinedOutput()
