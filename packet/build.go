@@ -2,6 +2,7 @@ package packet
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -185,6 +186,7 @@ type builder struct {
 	patient  string
 	pool     *bufPool
 	copyBufs chan []byte
+	readers  sync.Pool // *bufio.Reader for scanning headers
 
 	// Identifiers: the base set, and what the workers learned from
 	// originals (under mu).
@@ -213,7 +215,8 @@ func newBuilder(ctx context.Context, c Contents, opts Options) (*builder, error)
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{c: c, opts: opts, created: opts.Now().UTC().Truncate(time.Second), id: id, pool: newBufPool(prefetch + 3), copyBufs: make(chan []byte, 2), ids: c.Identifiers}
+	b := &builder{c: c, opts: opts, created: opts.Now().UTC().Truncate(time.Second), id: id, pool: newBufPool(prefetch + workers() + 3), copyBufs: make(chan []byte, 2), ids: c.Identifiers}
+	b.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
 	d := opts.Deid
 	b.dicomP, b.fhirP = d.DICOMProfile, d.FHIRProfile
 	if b.dicomP.Name == "" {
@@ -422,7 +425,9 @@ func (b *builder) prepare(ctx context.Context, inst Instance, learn func(dicom.S
 	if rep.BurnedIn && !b.opts.Deid.KeepBurnedIn {
 		return withheld("may show burned-in text: " + rep.BurnedInReason), nil
 	}
-	scan, err := m().scanDICOM("", sp.readerAt(), sp.size, b.opts.ScanPixelData)
+	br := b.readers.Get().(*bufio.Reader)
+	scan, err := m().scanDICOM("", sp.readerAt(), sp.size, b.opts.ScanPixelData, br)
+	b.readers.Put(br)
 	if err != nil {
 		var pe *dicom.ParseError
 		if errors.As(err, &pe) {
@@ -490,9 +495,17 @@ func (b *builder) write(ctx context.Context, pipe *chunkPipe, ready <-chan chan 
 			h = sha256.New()
 			w = io.MultiWriter(tw, h)
 		}
-		buf := b.copyBuf()
-		n, err := io.CopyBuffer(w, r, buf)
-		b.putCopyBuf(buf)
+		var n int64
+		var err error
+		if wt, ok := r.(io.WriterTo); ok {
+			// An in-memory file goes in one write, which the pipe lends
+			// to the encrypting goroutine.
+			n, err = wt.WriteTo(w)
+		} else {
+			buf := b.copyBuf()
+			n, err = io.CopyBuffer(w, r, buf)
+			b.putCopyBuf(buf)
+		}
 		if err != nil {
 			return fmt.Errorf("packet: %s: %w", path, err)
 		}

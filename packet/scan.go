@@ -458,18 +458,23 @@ type dicomScan struct {
 	hits   []Hit
 }
 
-// scanDICOM reads a Part 10 instance of size bytes from r and scans its
+// scanDICOM reads a Part 10 instance of size bytes from r (through br,
+// when given, to reuse its buffer) and scans its
 // preamble, every File Meta and dataset value at every depth and, with
 // pixels, the Pixel Data. Pixel Data is streamed, never held; without
 // pixels it is not even read: the scan jumps over its value and scans
 // whatever follows it byte by byte.
-func (m *matcher) scanDICOM(path string, r io.ReaderAt, size int64, pixels bool) (*dicomScan, error) {
+func (m *matcher) scanDICOM(path string, r io.ReaderAt, size int64, pixels bool, br *bufio.Reader) (*dicomScan, error) {
 	f := m.newFileScan(path)
 	var pre [128]byte
 	if _, err := r.ReadAt(pre[:], 0); err != nil {
 		return nil, fmt.Errorf("reading the preamble: %w", err)
 	}
-	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 32<<10)
+	if br == nil {
+		br = bufio.NewReaderSize(nil, 32<<10)
+	}
+	br.Reset(io.NewSectionReader(r, 0, size))
+	defer br.Reset(nil)
 	rd, err := dicom.NewReader(br, dicom.ReaderOptions{})
 	if err != nil {
 		return nil, err

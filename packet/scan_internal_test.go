@@ -126,7 +126,7 @@ func TestScannerOffsetsAcrossWrites(t *testing.T) {
 func TestScanDICOM(t *testing.T) {
 	f := scanTestdata(t, "dicom/modality/ct/CT_small.dcm")
 	m := newMatcher(Identifiers{Names: []string{"CompressedSamples^CT1"}, IDs: []string{"1CT1", "ABCD1234", "1234abcd"}})
-	s, err := m.scanDICOM("x.dcm", bytes.NewReader(f), int64(len(f)), false)
+	s, err := m.scanDICOM("x.dcm", bytes.NewReader(f), int64(len(f)), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestScanDICOM(t *testing.T) {
 	// skipped: here Data Set Trailing Padding holding the Patient ID.
 	trailed := append(bytes.Clone(f), 0xFC, 0xFF, 0xFC, 0xFF, 'O', 'B', 0, 0, 4, 0, 0, 0, '1', 'C', 'T', '1')
 	for _, pixels := range []bool{false, true} {
-		s, err = m.scanDICOM("x.dcm", bytes.NewReader(trailed), int64(len(trailed)), pixels)
+		s, err = m.scanDICOM("x.dcm", bytes.NewReader(trailed), int64(len(trailed)), pixels, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +162,7 @@ func TestScanDICOM(t *testing.T) {
 		}
 	}
 	// A Pixel Data length past the end of the file is an error.
-	if _, err := m.scanDICOM("x.dcm", bytes.NewReader(f[:len(f)-300]), int64(len(f)-300), false); err == nil {
+	if _, err := m.scanDICOM("x.dcm", bytes.NewReader(f[:len(f)-300]), int64(len(f)-300), false, nil); err == nil {
 		t.Error("truncated pixel data accepted")
 	}
 }

@@ -61,7 +61,7 @@ func (s *spool) Write(b []byte) (int, error) {
 		}
 	}
 	s.size += int64(len(b))
-	s.h.Write(b)
+	hashPieces(s.h, b)
 	if s.f != nil {
 		return s.f.Write(b)
 	}
@@ -83,8 +83,11 @@ func (s *spool) ReadFrom(r io.Reader) (int64, error) {
 			}
 			s.buf = slices.Grow(s.buf, int(min(max(int64(cap(s.buf)), 64<<10), s.limit-int64(cap(s.buf)))))
 		}
-		n, err := r.Read(s.buf[len(s.buf):cap(s.buf)])
-		s.h.Write(s.buf[len(s.buf) : len(s.buf)+n])
+		// Reads of at most 128 KiB, hashed 64 KiB at a time: the hash's
+		// assembly loop cannot be preempted, and a garbage collection
+		// waiting for it spins on the other core.
+		n, err := r.Read(s.buf[len(s.buf):min(cap(s.buf), len(s.buf)+128<<10)])
+		hashPieces(s.h, s.buf[len(s.buf):len(s.buf)+n])
 		s.buf = s.buf[:len(s.buf)+n]
 		s.size += int64(n)
 		total += int64(n)
@@ -97,6 +100,15 @@ func (s *spool) ReadFrom(r io.Reader) (int64, error) {
 	}
 	n, err := io.Copy(struct{ io.Writer }{s}, r)
 	return total + n, err
+}
+
+// hashPieces hashes b 64 KiB at a time (see ReadFrom).
+func hashPieces(h hash.Hash, b []byte) {
+	for len(b) > 0 {
+		n := min(len(b), 64<<10)
+		h.Write(b[:n])
+		b = b[n:]
+	}
 }
 
 // sum returns the SHA-256 of what was written, in hex.
