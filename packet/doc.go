@@ -51,11 +51,12 @@
 // hash verified.
 //
 // The tar format needs each file's size before its content. De-identified
-// instances are therefore spooled one at a time (in memory up to
-// Options.MemorySpool, else in a temporary file), a few ahead of the tar
-// stream, while the previous ones are hashed and encrypted: three
-// goroutines (de-identification and scan, tar and SHA-256, age encryption)
-// keep two cores busy.
+// instances are therefore spooled (in memory up to Options.MemorySpool,
+// else in a temporary file), a few ahead of the tar stream. The work runs
+// in parallel: one worker per core (up to four) de-identifies, spools,
+// hashes and scans instances, fetched in order from the caller's
+// iterator; one goroutine writes the tar stream in that order; one
+// encrypts, and is lent each spooled instance without a copy.
 //
 // # De-identification
 //
