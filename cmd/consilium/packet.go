@@ -153,7 +153,7 @@ func printManifest(env *cli, m *packet.Manifest) {
 		}
 	}
 	if len(m.Withheld) > 0 {
-		fmt.Fprintf(env.stdout, "withheld: %d DICOM instances, %d FHIR resources, %d other items (reasons in manifest.json)\n", instances, resources, other)
+		fmt.Fprintf(env.stdout, "withheld (reasons in manifest.json): DICOM instances %d, FHIR resources %d, other %d\n", instances, resources, other)
 	}
 }
 
