@@ -534,6 +534,39 @@ func TestBuildOptions(t *testing.T) {
 		}
 	})
 
+	t.Run("de-identified file read in place", func(t *testing.T) {
+		data, rep := deidentified(t, k, ct)
+		file := filepath.Join(t.TempDir(), "i.dcm")
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := k.options()
+		opts.Deid.Source = nil
+		opts.MemorySpool = 1 << 10 // the file is larger: read where it is
+		enc, res := build(t, packet.Contents{Instances: list(packet.Instance{Body: f, Size: int64(len(data)), Report: rep})}, opts)
+		sum := sha256.Sum256(data)
+		var got *packet.File
+		for i := range res.Manifest.Files {
+			if strings.HasPrefix(res.Manifest.Files[i].Path, "DICOM/") {
+				got = &res.Manifest.Files[i]
+			}
+		}
+		if got == nil || got.SHA256 != hex.EncodeToString(sum[:]) || got.Size != int64(len(data)) {
+			t.Fatalf("manifest entry %+v", got)
+		}
+		if _, err := f.Stat(); err == nil {
+			t.Error("Build did not close the instance's file")
+		}
+		r, _ := packet.Open(bytes.NewReader(enc), k.id, k.pub)
+		if _, err := r.Verify(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("keep burned-in and spool to disk", func(t *testing.T) {
 		opts := k.options()
 		opts.Deid.KeepBurnedIn = true
