@@ -215,7 +215,7 @@ func newBuilder(ctx context.Context, c Contents, opts Options) (*builder, error)
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{c: c, opts: opts, created: opts.Now().UTC().Truncate(time.Second), id: id, pool: newBufPool(prefetch + workers() + 3), copyBufs: make(chan []byte, 2), ids: c.Identifiers}
+	b := &builder{c: c, opts: opts, created: opts.Now().UTC().Truncate(time.Second), id: id, pool: newBufPool(), copyBufs: make(chan []byte, 2), ids: c.Identifiers}
 	b.readers.New = func() any { return bufio.NewReaderSize(nil, 32<<10) }
 	d := opts.Deid
 	b.dicomP, b.fhirP = d.DICOMProfile, d.FHIRProfile

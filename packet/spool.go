@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sync"
 )
 
 // spool holds one de-identified instance between de-identification and
@@ -83,10 +84,10 @@ func (s *spool) ReadFrom(r io.Reader) (int64, error) {
 			}
 			s.buf = slices.Grow(s.buf, int(min(max(int64(cap(s.buf)), 64<<10), s.limit-int64(cap(s.buf)))))
 		}
-		// Reads of at most 128 KiB, hashed 64 KiB at a time: the hash's
-		// assembly loop cannot be preempted, and a garbage collection
-		// waiting for it spins on the other core.
-		n, err := r.Read(s.buf[len(s.buf):min(cap(s.buf), len(s.buf)+128<<10)])
+		// Hashed 64 KiB at a time: the hash's assembly loop cannot be
+		// preempted, and a garbage collection waiting for it spins on
+		// the other core.
+		n, err := r.Read(s.buf[len(s.buf):cap(s.buf)])
 		hashPieces(s.h, s.buf[len(s.buf):len(s.buf)+n])
 		s.buf = s.buf[:len(s.buf)+n]
 		s.size += int64(n)
@@ -156,29 +157,30 @@ func (s *spool) Close() error {
 	return err
 }
 
-// bufPool recycles the memory of spools: a packet of 300 instances of
-// 512 KiB would otherwise allocate 150 MB for the garbage collector.
-type bufPool struct{ free chan []byte }
+// bufPool recycles the memory of spools, across packets: a packet of
+// 300 instances of 512 KiB would otherwise allocate (and the runtime zero
+// and later return to the system) 150 MB.
+type bufPool struct{ p *sync.Pool }
 
-func newBufPool(n int) *bufPool { return &bufPool{free: make(chan []byte, n)} }
+// spoolBufs is shared by every Build: buffers are plain memory, owned by
+// one spool at a time.
+var spoolBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+func newBufPool() *bufPool { return &bufPool{p: &spoolBufs} }
 
 func (p *bufPool) get() []byte {
-	select {
-	case b := <-p.free:
-		return b[:0]
-	default:
-		return nil
-	}
+	b := p.p.Get().(*[]byte)
+	return (*b)[:0]
 }
 
+// maxPooled is the largest buffer kept for reuse.
+const maxPooled = 16 << 20
+
 func (p *bufPool) put(b []byte) {
-	if cap(b) == 0 {
+	if cap(b) == 0 || cap(b) > maxPooled {
 		return
 	}
-	select {
-	case p.free <- b[:0]:
-	default:
-	}
+	p.p.Put(&b)
 }
 
 // chunkPipe carries the tar stream to the encrypting goroutine in chunks,
