@@ -55,9 +55,9 @@ type ProblemCount struct {
 type ScanReport struct {
 	// Files is the number of files scanned.
 	Files int `json:"files"`
-	// Values is the number of identifying values searched for;
-	// TooShort those not searched because they are shorter than three
-	// characters.
+	// Values is the number of identifying values (and written forms of
+	// them: a phone's digits, a date as YYYYMMDD) searched for; TooShort
+	// those not searched because they are shorter than three characters.
 	Values   int `json:"values"`
 	TooShort int `json:"tooShort"`
 	// PixelData says whether DICOM Pixel Data was scanned too (it holds
