@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -524,6 +525,39 @@ func TestBuildOptions(t *testing.T) {
 		_, err := packet.Build(ctx, io.Discard, packet.Contents{Instances: packet.Files(ct)}, k.options())
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("Build: %v, want context.Canceled", err)
+		}
+	})
+
+	t.Run("source fails midway", func(t *testing.T) {
+		before := runtime.NumGoroutine()
+		files := packet.Files(ct, ct, ct)
+		n := 0
+		src := packet.InstancesFunc(func(ctx context.Context) (packet.Instance, error) {
+			if n++; n == 3 {
+				return packet.Instance{}, errors.New("store unavailable")
+			}
+			return files.Next(ctx)
+		})
+		var out bytes.Buffer
+		_, err := packet.Build(ctx, &out, packet.Contents{Bundle: readFile(t, testdata(t, busterBundle)), Instances: src}, k.options())
+		if err == nil || !strings.Contains(err.Error(), "store unavailable") {
+			t.Fatalf("Build: %v", err)
+		}
+		// Nothing keeps running after Build returns.
+		deadline := time.Now().Add(2 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if g := runtime.NumGoroutine(); g > before {
+			t.Errorf("%d goroutines after Build, %d before", g, before)
+		}
+		// What was written does not decrypt to the end.
+		dr, err := age.Decrypt(&out, k.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(dr); err == nil {
+			t.Error("a failed build decrypts to the end")
 		}
 	})
 
