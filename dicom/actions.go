@@ -1,6 +1,10 @@
 package dicom
 
-import "github.com/consilium/consilium/deid"
+import (
+	"fmt"
+
+	"github.com/consilium/consilium/deid"
+)
 
 //go:generate go run ./internal/gen -out tables_gen.go
 
@@ -37,6 +41,17 @@ func (a Action) String() string {
 
 // MarshalText writes the code as String does, for reports.
 func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText reads what MarshalText writes, so that reports read back.
+func (a *Action) UnmarshalText(b []byte) error {
+	for i, n := range actionNames {
+		if n == string(b) {
+			*a = Action(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("dicom: unknown action %q", b)
+}
 
 // Option columns of Table E.1-1, in the order of the generated rules.
 const (

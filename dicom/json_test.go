@@ -16,9 +16,9 @@ import (
 	"github.com/consilium/consilium/internal/testenv"
 )
 
-// readHeader returns the elements of an instance and its summary, Pixel
+// readFileHeader returns the elements of an instance and its summary, Pixel
 // Data without its value.
-func readHeader(t *testing.T, path string) ([]*dicom.Element, dicom.Summary) {
+func readFileHeader(t *testing.T, path string) ([]*dicom.Element, dicom.Summary) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -77,7 +77,7 @@ func TestEncodeJSONMatchesPydicom(t *testing.T) {
 	for _, p := range valid {
 		name := strings.TrimPrefix(p, filepath.Join(sharedDir(t), "testdata", "dicom")+"/")
 		t.Run(name, func(t *testing.T) {
-			elems, sum := readHeader(t, p)
+			elems, sum := readFileHeader(t, p)
 			got := dicom.EncodeJSON(elems, dicom.JSONOptions{CharacterSet: sum.SpecificCharacterSet})
 			for key, raw := range want[p] {
 				var w struct {

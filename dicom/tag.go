@@ -33,6 +33,16 @@ func (t Tag) String() string { return fmt.Sprintf("(%04X,%04X)", t.Group(), t.El
 // MarshalText formats the tag as "(gggg,eeee)", for reports.
 func (t Tag) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// UnmarshalText reads "(gggg,eeee)", so that reports read back.
+func (t *Tag) UnmarshalText(b []byte) error {
+	var g, e uint16
+	if n, err := fmt.Sscanf(string(b), "(%04X,%04X)", &g, &e); err != nil || n != 2 || len(b) != 11 {
+		return fmt.Errorf("dicom: invalid tag %q", b)
+	}
+	*t = NewTag(g, e)
+	return nil
+}
+
 // Keyword returns the PS3.6 keyword of the tag, or "" when unknown.
 func (t Tag) Keyword() string {
 	if r, ok := profileRules[t]; ok && r.keyword != "" {

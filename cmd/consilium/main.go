@@ -41,6 +41,7 @@ func commands() map[string]command {
 		"push":   pushCommand(),
 		"policy": {summary: "policy bundles: test a bundle directory offline", run: runPolicy},
 		"deid":   {"de-identify DICOM or FHIR files with consistent pseudonyms", deidCommand},
+		"packet": {"verify or open a case packet offline (age, minisign, every hash)", packetCommand},
 	}
 }
 
@@ -105,3 +106,20 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// parseInterspersed parses flags before and after positional arguments
+// ("verify FILE --identity F"), which the flag package alone does not.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args, true); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -81,26 +80,6 @@ func runPush(ctx context.Context, env *cli, args []string) error {
 	p := &pusher{c: c, opts: opts, progress: newProgress(env.stderr)}
 	results := p.push(ctx, files)
 	return report(env, results, skipped, ctx.Err())
-}
-
-// parseInterspersed parses flags that may come before, between or after
-// the positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, usageError{err.Error()}
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 // fileKind is what a file is sent as.
