@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/consilium/consilium/cases"
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
@@ -70,6 +71,14 @@ func statusOf(err error) (int, string) {
 		return http.StatusNotFound, "no such policy version"
 	case errors.Is(err, policy.ErrConflict):
 		return http.StatusConflict, "another activation happened at the same time; list the policies and retry"
+	case errors.Is(err, cases.ErrIllegalTransition):
+		return http.StatusConflict, err.Error()
+	case errors.Is(err, cases.ErrConflict):
+		return http.StatusConflict, "the case was changed by others at the same time; retry"
+	case errors.Is(err, cases.ErrNotFound):
+		return http.StatusNotFound, "not found"
+	case errors.Is(err, cases.ErrInvalid):
+		return http.StatusUnprocessableEntity, err.Error()
 	case errors.Is(err, errUnauthenticated), errors.Is(err, errRevoked):
 		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, certs.ErrInvalidPrincipal):

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/consilium/consilium/cases"
 	"github.com/consilium/consilium/imaging"
 	"github.com/consilium/consilium/policy"
 	"github.com/consilium/consilium/storage"
@@ -61,6 +62,20 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET "+study+series+sop+"/metadata", s.wrap(s.wadoMetadata, dw))
 	mux.Handle("GET "+study+series+sop+"/bulkdata/{tag}", s.wrap(s.wadoBulkData, dw))
 	mux.Handle("/dicomweb/", s.wrap(s.notFound, dw))
+	// The case workflow (cases.go, packets.go, opinions.go).
+	caseBody := maxBody(maxCaseBody)
+	mux.Handle("POST /cases", s.wrap(s.createCase, caseBody))
+	mux.Handle("GET /cases", s.wrap(s.listCases))
+	mux.Handle("GET /cases/{id}", s.wrap(s.getCase))
+	mux.Handle("POST /cases/{id}/assign", s.wrap(s.assignCase, caseBody))
+	mux.Handle("POST /cases/{id}/release", s.wrap(s.releaseCase, caseBody))
+	mux.Handle("POST /cases/{id}/cancel", s.wrap(s.endCase(cases.EventCancel, policy.ActionCaseCancel), caseBody))
+	mux.Handle("POST /cases/{id}/close", s.wrap(s.endCase(cases.EventClose, policy.ActionCaseClose), caseBody))
+	mux.Handle("GET /cases/{id}/packet", s.wrap(s.getPacket))
+	mux.Handle("POST /cases/{id}/opinions", s.wrap(s.postOpinion, maxBody(maxOpinionBody)))
+	mux.Handle("GET /cases/{id}/opinions", s.wrap(s.getOpinions))
+	mux.Handle("PUT /principals/{id}/recipient", s.wrap(s.registerRecipient, caseBody))
+	mux.Handle("GET /specialists", s.wrap(s.listSpecialists))
 	mux.Handle("/", s.wrap(s.notFound))
 	return mux
 }

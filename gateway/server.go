@@ -11,9 +11,12 @@ import (
 	"net/http"
 	"time"
 
+	"aead.dev/minisign"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/consilium/consilium/audit"
+	"github.com/consilium/consilium/cases"
+	"github.com/consilium/consilium/deid"
 	"github.com/consilium/consilium/fhir"
 	"github.com/consilium/consilium/imaging"
 	"github.com/consilium/consilium/policy"
@@ -124,6 +127,13 @@ type Options struct {
 	// object names and the pseudonymous patient keys of policy inputs.
 	// Required.
 	Names func(kind, value string) string
+	// Secrets returns a stable secret for a purpose
+	// (storage.Keyring.Derive): the pseudonym secret of packets.
+	// Required.
+	Secrets func(purpose string) []byte
+	// SigningKey is the gateway's minisign key: it signs packet
+	// manifests. Required.
+	SigningKey minisign.PrivateKey
 	// Revoked, when set, is asked on every request whether the caller's
 	// certificate has been revoked since its connection was established,
 	// so a revocation also ends keep-alive connections, not only new
@@ -148,6 +158,12 @@ type Server struct {
 	capability []byte
 	dicom      *imaging.Archive
 	handler    http.Handler
+
+	cases      *cases.Store
+	directory  *cases.Directory
+	signingKey minisign.PrivateKey
+	pseudonyms *deid.Keyed     // GDPR pseudonymisation (keyed, reversible by its records)
+	surrogates *deid.Surrogate // HIPAA Safe Harbor (random, recorded)
 
 	audit         *audit.Log
 	auditFailures *prometheus.CounterVec
@@ -200,8 +216,36 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.dicom, err = imaging.New(opts.Store, imaging.Options{Names: opts.Names, Logger: opts.Logger}); err != nil {
 		return nil, err
 	}
+	if err := s.initCases(opts); err != nil {
+		return nil, err
+	}
 	s.handler = s.observe(s.routes())
 	return s, nil
+}
+
+// initCases sets up the case workflow: its store, the directory and the
+// pseudonym sources packets are de-identified with. Their records live in
+// the encrypted store: they map pseudonyms back to patients.
+func (s *Server) initCases(opts Options) error {
+	if opts.Secrets == nil {
+		return errors.New("gateway: a secret source (Options.Secrets) is required")
+	}
+	if opts.SigningKey.ID() == 0 {
+		return errors.New("gateway: a signing key is required")
+	}
+	s.signingKey = opts.SigningKey
+	s.cases = cases.NewStore(opts.Store)
+	s.directory = cases.NewDirectory(opts.Store)
+	var err error
+	if s.pseudonyms, err = deid.NewKeyed(opts.Secrets("pseudonyms"), deid.KeyedOptions{
+		Store: opts.Store, NameKey: opts.Secrets("pseudonym-names"),
+	}); err != nil {
+		return fmt.Errorf("gateway: pseudonym source: %w", err)
+	}
+	if s.surrogates, err = deid.NewSurrogate(opts.Store, opts.Secrets("surrogate-names"), deid.SurrogateOptions{Prefix: "deid-surrogates/"}); err != nil {
+		return fmt.Errorf("gateway: surrogate source: %w", err)
+	}
+	return nil
 }
 
 // Handler returns the gateway's HTTP handler, for tests that bring their

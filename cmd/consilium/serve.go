@@ -68,6 +68,16 @@ func runServe(ctx context.Context, env *cli, args []string) error {
 	}
 	defer app.audit.Close() // after the last request: commits what is queued, signs a final checkpoint
 	if *dev {
+		// The demo specialists can receive packets at once.
+		specialists, err := devenv.Specialists(layout)
+		if err != nil {
+			return err
+		}
+		for _, sp := range specialists {
+			if err := app.srv.Directory().Register(ctx, sp); err != nil {
+				return fmt.Errorf("registering %s in the specialist directory: %w", sp.ID, err)
+			}
+		}
 		printDev(env, layout, app.srv.Addr())
 	}
 	app.background.Add(1)
@@ -174,13 +184,15 @@ func buildGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app,
 		}
 	}()
 	srv, err := gateway.New(cfg.Gateway, gateway.Options{
-		Logger:  log,
-		TLS:     stls.Config(),
-		Store:   store,
-		Policy:  engine,
-		Audit:   alog,
-		Revoked: stls.IsRevoked,
-		Names:   kr.NameHash,
+		Logger:     log,
+		TLS:        stls.Config(),
+		Store:      store,
+		Policy:     engine,
+		Audit:      alog,
+		Revoked:    stls.IsRevoked,
+		Names:      kr.NameHash,
+		Secrets:    kr.Derive,
+		SigningKey: key,
 	})
 	if err != nil {
 		alog.Close()

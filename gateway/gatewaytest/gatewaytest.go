@@ -150,18 +150,37 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	if opts.Revoked == nil {
 		opts.Revoked = stls.IsRevoked
 	}
+	// Names and secrets come from the development folder's keyring, so
+	// gateways started on one Dir agree on object names and pseudonyms.
+	kr, err := storage.LoadKeyring(layout.KeyringFile())
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
 	if opts.Names == nil {
-		kr, err := storage.GenerateKeyring(rand.Reader)
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
 		opts.Names = kr.NameHash
+	}
+	if opts.Secrets == nil {
+		opts.Secrets = kr.Derive
+	}
+	if opts.SigningKey.ID() == 0 {
+		opts.SigningKey = SigningKey(t, layout)
 	}
 	srv, err := gateway.New(cfg.Gateway, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
+	}
+	specialists, err := devenv.Specialists(layout)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	for _, sp := range specialists {
+		if err := srv.Directory().Register(ctx, sp); err != nil {
+			cancel()
+			t.Fatalf("registering %s: %v", sp.ID, err)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -190,6 +209,20 @@ func Start(t testing.TB, store storage.Store, cfg Config) *Gateway {
 	return g
 }
 
+// SigningKey reads the development signing key of layout.
+func SigningKey(t testing.TB, layout devenv.Layout) minisign.PrivateKey {
+	t.Helper()
+	data, err := os.ReadFile(layout.SigningKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key minisign.PrivateKey
+	if err := key.UnmarshalText(data); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
 // NewAudit opens an audit log in a new filesystem store in a temporary
 // folder, signing checkpoints with the development signing key of layout.
 // It is closed when the test ends, after the gateways started before it
@@ -200,15 +233,7 @@ func NewAudit(t testing.TB, layout devenv.Layout, log *slog.Logger) *audit.Log {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(layout.SigningKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var key minisign.PrivateKey
-	if err := key.UnmarshalText(data); err != nil {
-		t.Fatal(err)
-	}
-	l, err := audit.Open(context.Background(), audit.Config{}, audit.Options{Store: fs, Signer: key, Logger: log})
+	l, err := audit.Open(context.Background(), audit.Config{}, audit.Options{Store: fs, Signer: SigningKey(t, layout), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

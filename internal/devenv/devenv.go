@@ -8,6 +8,7 @@
 package devenv
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -18,6 +19,9 @@ import (
 	"slices"
 	"time"
 
+	"filippo.io/age"
+
+	"github.com/consilium/consilium/cases"
 	"github.com/consilium/consilium/certs"
 	"github.com/consilium/consilium/internal/keyfiles"
 	"github.com/consilium/consilium/storage"
@@ -211,4 +215,34 @@ func exists(path string) (bool, error) {
 	default:
 		return false, fmt.Errorf("checking %s: %w", path, err)
 	}
+}
+
+// Specialists returns the directory entries of the demo specialists: who
+// they are and the recipient of their age identity in l. The embedded
+// default registers them at start, so packets can be built for them at
+// once.
+func Specialists(l Layout) ([]cases.Specialist, error) {
+	var out []cases.Specialist
+	for _, p := range Principals() {
+		if p.Role != certs.RoleSpecialist {
+			continue
+		}
+		data, err := os.ReadFile(l.AgeIdentity(p.ID))
+		if err != nil {
+			return nil, fmt.Errorf("age identity of %s: %w", p.ID, err)
+		}
+		ids, err := age.ParseIdentities(bytes.NewReader(data))
+		if err != nil || len(ids) != 1 {
+			return nil, fmt.Errorf("age identity of %s: want one X25519 identity", p.ID)
+		}
+		x, ok := ids[0].(*age.X25519Identity)
+		if !ok {
+			return nil, fmt.Errorf("age identity of %s: not an X25519 identity", p.ID)
+		}
+		out = append(out, cases.Specialist{
+			ID: p.ID, Org: p.Org, Country: p.Country, Specialty: p.Specialty, Languages: p.Languages,
+			Recipient: x.Recipient().String(), Updated: time.Now().UTC(),
+		})
+	}
+	return out, nil
 }
