@@ -26,3 +26,8 @@ func (s *Server) TestOnlyCommitHandler() http.Handler {
 		return nil
 	}))
 }
+
+// PacketRange exposes packetRange to the fuzz test.
+func PacketRange(r *http.Request, etag string, size int64) (start, length int64, partial bool, err error) {
+	return packetRange(r, etag, size)
+}
