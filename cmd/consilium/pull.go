@@ -376,6 +376,11 @@ func (d *download) attempt(ctx context.Context, f *os.File, have *int64, tag *st
 			*have += int64(n)
 			d.bar.add(int64(n))
 		}
+		if rerr == io.EOF && actx.Err() != nil {
+			// A body cut by a cancellation may end in a plain EOF: never
+			// take it for the end of a packet of unknown length.
+			rerr = context.Cause(actx)
+		}
 		if rerr == io.EOF {
 			break
 		}
