@@ -1,14 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/consilium/consilium/gateway/gatewaytest"
+	"github.com/consilium/consilium/packet"
 )
 
 func TestCaseCreateRequest(t *testing.T) {
@@ -247,5 +256,268 @@ func TestCaseUsage(t *testing.T) {
 				t.Fatalf("exit %d (want 2), stderr:\n%s", code, stderr)
 			}
 		})
+	}
+}
+
+// cutProxy forwards TCP connections to a gateway and breaks the first one
+// after it has carried cutAfter bytes towards the client: a download cut
+// mid-packet, TLS and all.
+type cutProxy struct {
+	addr  string
+	conns atomic.Int32
+	mu    sync.Mutex
+	open  []net.Conn
+}
+
+func startCutProxy(t *testing.T, target string, cutAfter int64) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.open {
+			c.Close() // idle keep-alive connections too
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := p.conns.Add(1)
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.open = append(p.open, c, s)
+			p.mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(s, c); s.Close() }()
+			go func() {
+				defer wg.Done()
+				if n == 1 {
+					io.CopyN(c, s, cutAfter)
+				} else {
+					io.Copy(c, s)
+				}
+				c.Close()
+				s.Close()
+			}()
+		}
+	}()
+	return p
+}
+
+// TestSecondOpinionJourney drives the whole journey with the commands, as
+// the README tells it, against a real gateway (gatewaytest: TLS, client
+// certificates, the built-in policy, the encrypted store): st-marys pushes
+// a Synthea record, a Consent and a CT study and opens a case; cm-ana
+// assigns dr-okafor and dr-garcia and releases; each pulls (dr-okafor's
+// download is cut mid-packet and resumes); both send opinions; st-marys
+// reads them about its own patient; a cancelled case refuses the packet.
+func TestSecondOpinionJourney(t *testing.T) {
+	g := gatewaytest.Start(t, nil, gatewaytest.Config{})
+	as := func(id string) []string { return []string{"--server", g.URL, "--as", id, "--data", g.Layout.Dir} }
+	cmd := func(t *testing.T, want int, id string, args ...string) (string, string) {
+		t.Helper()
+		// Subcommand words first, then the connection, then the rest.
+		n := 1
+		if args[0] == "case" || args[0] == "opinion" {
+			n = 2
+		}
+		full := append(append(append([]string{}, args[:n]...), as(id)...), args[n:]...)
+		code, stdout, stderr := runCLI(t, nil, full...)
+		if code != want {
+			t.Fatalf("consilium %s as %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), id, code, want, stdout, stderr)
+		}
+		return stdout, stderr
+	}
+	td := sharedTestdata(t)
+
+	// The hospital's records.
+	cmd(t, 0, "st-marys", "push", filepath.Join(td, "fhir", "synthea", "Liz_Conn_27c911c6-f045-4ffa-af5d-6eba57ac94b2.json"),
+		filepath.Join(td, "dicom", "modality", "ct", "CT_small.dcm"))
+	hosp := g.Client(t, "st-marys")
+	var found struct {
+		Entry []struct {
+			Resource struct{ ID string } `json:"resource"`
+		} `json:"entry"`
+	}
+	getJSON(t, hosp, g.URL+"/fhir/Patient?identifier="+url.QueryEscape("https://github.com/synthetichealth/synthea|27c911c6-f045-4ffa-af5d-6eba57ac94b2"), &found)
+	if len(found.Entry) != 1 {
+		t.Fatalf("%d patients found", len(found.Entry))
+	}
+	patient := found.Entry[0].Resource.ID
+	var studies []map[string]json.RawMessage
+	getJSON(t, hosp, g.URL+"/dicomweb/studies", &studies)
+	if len(studies) != 1 {
+		t.Fatalf("%d studies", len(studies))
+	}
+	study := firstValue(studies[0]["0020000D"])
+	consent := writeTemp(t, "consent.json", []byte(strings.ReplaceAll(consentTemplate, "PATIENT", patient)))
+	cmd(t, 0, "st-marys", "push", consent)
+
+	// st-marys opens the case.
+	out, _ := cmd(t, 0, "st-marys", "case", "create", "--patient", "Patient/"+patient, "--question", "Is the lung nodule malignant?",
+		"--specialty", "oncology", "--language", "en", "--study", study, "--due", "14d", "--json")
+	var c caseInfo
+	if err := json.Unmarshal([]byte(out), &c); err != nil || c.Status != "draft" || c.Patient != "Patient/"+patient || c.Deadline == nil {
+		t.Fatalf("create: %v\n%s", err, out)
+	}
+	_, stderr := cmd(t, 1, "city-general", "case", "show", c.ID)
+	if !strings.Contains(stderr, "404") {
+		t.Errorf("city-general sees the case: %s", stderr)
+	}
+
+	// cm-ana finds specialists, assigns and releases.
+	out, _ = cmd(t, 0, "cm-ana", "case", "specialists", "--specialty", "oncology")
+	if !strings.Contains(out, "dr-okafor") || strings.Contains(out, "dr-garcia") {
+		t.Errorf("specialists in oncology:\n%s", out)
+	}
+	out, _ = cmd(t, 0, "cm-ana", "case", "assign", c.ID, "dr-okafor", "dr-garcia")
+	if !strings.Contains(out, "assigned to dr-garcia, dr-okafor") {
+		t.Errorf("assign:\n%s", out)
+	}
+	_, stderr = cmd(t, 1, "dr-okafor", "pull", "--case", c.ID, "--out", t.TempDir())
+	if !strings.Contains(stderr, "409") {
+		t.Errorf("pull before release: %s", stderr)
+	}
+	out, _ = cmd(t, 0, "cm-ana", "case", "release", c.ID)
+	if !strings.Contains(out, "released to dr-garcia, dr-okafor") {
+		t.Errorf("release:\n%s", out)
+	}
+
+	// dr-okafor pulls through a connection that breaks mid-packet: the
+	// first download (the gateway builds the packet as it streams) is
+	// cut, the retry resumes from the stored copy with Range + If-Range.
+	target, _ := url.Parse(g.URL)
+	proxy := startCutProxy(t, target.Host, 64<<10)
+	okaforDir := t.TempDir()
+	o := defaultPullOptions()
+	o.backoff = 2 * time.Second // time for the gateway to finish storing the build
+	pullErr, stdout, stderr := pullWith(t, o, "--case", c.ID, "--out", okaforDir,
+		"--server", "https://"+proxy.addr, "--as", "dr-okafor", "--data", g.Layout.Dir)
+	if pullErr != nil {
+		t.Fatalf("pull through the cut: %v\n%s", pullErr, stderr)
+	}
+	if proxy.conns.Load() < 2 || !strings.Contains(stderr, "retrying") || strings.Contains(stderr, "starting over") {
+		t.Errorf("the cut download was not resumed (%d connections):\n%s", proxy.conns.Load(), stderr)
+	}
+	if !strings.Contains(stdout, "packet verified: case "+c.ID) || !strings.Contains(stdout, "residual identifier scan: clean") {
+		t.Fatalf("pull:\n%s", stdout)
+	}
+	checkUnpacked(t, okaforDir, c.ID)
+	manifest, err := os.ReadFile(filepath.Join(okaforDir, c.ID, packet.ManifestPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := packet.ParseManifest(manifest)
+	if err != nil || m.Case.Patient == "" || m.Case.Patient == patient || m.Case.Recipient != "dr-okafor" {
+		t.Fatalf("manifest: %v %+v", err, m.Case)
+	}
+	if !strings.Contains(stdout, "subject Patient/"+m.Case.Patient) {
+		t.Errorf("pull does not say what the opinion's subject is:\n%s", stdout)
+	}
+	garciaDir := t.TempDir()
+	cmd(t, 0, "dr-garcia", "pull", "--case", c.ID, "--out", garciaDir)
+	checkUnpacked(t, garciaDir, c.ID)
+
+	// Both send opinions about the pseudonymous patient; dr-okafor with a PDF.
+	report := func(conclusion string) string {
+		return writeTemp(t, "report.json", []byte(`{"resourceType":"DiagnosticReport","status":"final",
+		"code":{"coding":[{"system":"http://loinc.org","code":"60570-9"}],"text":"Second opinion"},
+		"subject":{"reference":"Patient/`+m.Case.Patient+`"},"conclusion":"`+conclusion+`"}`))
+	}
+	pdf := writeTemp(t, "opinion.pdf", pdfBytes)
+	out, _ = cmd(t, 0, "dr-okafor", "opinion", "submit", "--case", c.ID, report("Benign; follow-up CT in 6 months."), "--pdf", pdf)
+	if !strings.Contains(out, "opinion with PDF") || !strings.Contains(out, "from dr-okafor") {
+		t.Errorf("submit:\n%s", out)
+	}
+	cmd(t, 0, "dr-garcia", "opinion", "submit", "--case", c.ID, report("No malignancy seen."))
+
+	// st-marys reads them, about its own patient.
+	opDir := filepath.Join(t.TempDir(), "opinions")
+	out, _ = cmd(t, 0, "st-marys", "opinion", "list", "--case", c.ID, "--out", opDir)
+	for _, w := range []string{"dr-garcia", "No malignancy seen.", "dr-okafor", "Benign; follow-up CT in 6 months.", "Patient/" + patient} {
+		if !strings.Contains(out, w) {
+			t.Errorf("opinion list does not hold %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, m.Case.Patient) {
+		t.Errorf("the hospital sees the pseudonym:\n%s", out)
+	}
+	if got, _ := os.ReadFile(filepath.Join(opDir, "dr-okafor.pdf")); !bytes.Equal(got, pdfBytes) {
+		t.Errorf("dr-okafor.pdf: %q", got)
+	}
+	var bundle struct {
+		Entry []struct {
+			Resource struct {
+				Subject struct{ Reference string } `json:"subject"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if b, err := os.ReadFile(filepath.Join(opDir, "opinions.json")); err != nil || json.Unmarshal(b, &bundle) != nil || len(bundle.Entry) != 2 {
+		t.Fatalf("opinions.json: %v %s", err, b)
+	}
+	out, _ = cmd(t, 0, "st-marys", "case", "show", c.ID)
+	for _, w := range []string{"opinion-received", "opinions      2", "opinion received from dr-okafor", "opinion received from dr-garcia"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("case show does not hold %q:\n%s", w, out)
+		}
+	}
+	out, _ = cmd(t, 0, "cm-ana", "case", "list", "--status", "opinion-received")
+	if !strings.Contains(out, c.ID) {
+		t.Errorf("case list:\n%s", out)
+	}
+
+	// Cancelled: the packet is refused, with the policy's reasons.
+	cmd(t, 0, "st-marys", "case", "cancel", c.ID)
+	_, stderr = cmd(t, 1, "dr-okafor", "pull", "--case", c.ID, "--out", t.TempDir())
+	if !strings.Contains(stderr, "gateway answered 403") || !strings.Contains(stderr, "\n  - ") {
+		t.Errorf("pull after cancel: %s", stderr)
+	}
+	_, stderr = cmd(t, 1, "cm-ana", "case", "close", c.ID)
+	if !strings.Contains(stderr, "409") {
+		t.Errorf("close after cancel: %s", stderr)
+	}
+}
+
+// consentTemplate permits second-opinion sharing with the US and Spain
+// (the demo specialists' countries) for PATIENT.
+const consentTemplate = `{"resourceType":"Consent","status":"active",
+"scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"patient-privacy"}]},
+"category":[{"coding":[{"system":"http://loinc.org","code":"59284-0"}]}],
+"patient":{"reference":"Patient/PATIENT"},
+"policyRule":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"OPTIN"}]},
+"provision":{"type":"permit","period":{"start":"2020-01-01","end":"2099-12-31"},
+ "purpose":[{"system":"https://consilium.health/fhir/CodeSystem/purpose","code":"second-opinion"}],
+ "extension":[{"url":"https://consilium.health/fhir/StructureDefinition/recipient-country","valueCode":"US"},
+  {"url":"https://consilium.health/fhir/StructureDefinition/recipient-country","valueCode":"ES"}]}}`
+
+func getJSON(t *testing.T, c *http.Client, u string, out any) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", u, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("GET %s: %v", u, err)
 	}
 }
