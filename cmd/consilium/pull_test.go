@@ -521,3 +521,23 @@ func TestRetryBackoff(t *testing.T) {
 		t.Fatalf("%s: more than a minute", d)
 	}
 }
+
+// FuzzParseContentRange: a gateway's Content-Range never panics pull, and
+// what it accepts is a range inside the size it gives.
+func FuzzParseContentRange(f *testing.F) {
+	for _, s := range []string{"bytes 100-199/200", "bytes */200", "bytes 5-9/*", "bytes -1-5/200", "bytes 0-99999999999999999999/1", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) > 256 {
+			return
+		}
+		first, size, ok := parseContentRange(s)
+		if !ok {
+			return
+		}
+		if first < 0 || size < -1 || size >= 0 && first >= max(size, 1) {
+			t.Fatalf("%q: first %d, size %d", s, first, size)
+		}
+	})
+}
