@@ -42,6 +42,10 @@ func commands() map[string]command {
 		"policy": {summary: "policy bundles: test a bundle directory offline", run: runPolicy},
 		"deid":   {"de-identify DICOM or FHIR files with consistent pseudonyms", deidCommand},
 		"packet": {"verify or open a case packet offline (age, minisign, every hash)", packetCommand},
+
+		"case":    caseCommand(),
+		"pull":    pullCommand(),
+		"opinion": opinionCommand(),
 	}
 }
 
