@@ -87,10 +87,10 @@ func TestSecondOpinionJourney(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { auditLog.Close() }) // registered first, so it runs after the gateway has stopped
 	g := gatewaytest.Start(t, storage.NewEncrypted(dataStore, kr), gatewaytest.Config{
 		Dir: dir, Options: gateway.Options{Audit: auditLog, Names: kr.NameHash},
 	})
-	t.Cleanup(func() { auditLog.Close() }) // after the gateway stops (cleanups run last first)
 	as := func(id string) principal { return principal{id: id, c: g.Client(t, id), base: g.URL} }
 	hospital, other, cm, co := as("st-marys"), as("city-general"), as("cm-ana"), as("co-lee")
 	specialists := []principal{as("dr-okafor"), as("dr-garcia")}
