@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Case packet benchmark through the gateway: GET /cases/{id}/packet for a
 # case with a generated 300-slice CT study (plus a Synthea patient's
-# records), on the encrypted filesystem store and on MinIO, against
+# records), on the encrypted filesystem store and on MinIO, over HTTP/2 and
+# HTTP/1.1, against
 # Debian's age CLI encrypting the same packet's tar, interleaved in every
 # iteration (see packet_test.go). Prints per run and as medians the time to
 # first byte, the throughput of the first (built while streamed) and of a
@@ -66,15 +67,15 @@ awk -v slices="$slices" -v date="$(date -u +%F)" -v cpus="$(nproc)" '
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (b[j] < b[i]) { t = b[i]; b[i] = b[j]; b[j] = t }
     return n % 2 ? b[(n + 1) / 2] : (b[n / 2] + b[n / 2 + 1]) / 2
   }
-  /^BenchmarkPacket\/store=/ {
-    s = $1; sub(/^BenchmarkPacket\/store=/, "", s); sub(/-[0-9]+$/, "", s)
+  /^BenchmarkPacket\/store=.*\/proto=/ {
+    s = $1; sub(/^BenchmarkPacket\//, "", s); sub(/-[0-9]+$/, "", s)
     if (!(s in k)) { order[++ns] = s }
     r = ++k[s]
     ttfb[s, r] = field("ttfb-ms"); cttfb[s, r] = field("cached-ttfb-ms")
     fm[s, r] = field("first-MB/s"); cm[s, r] = field("cached-MB/s"); am[s, r] = field("age-MB/s")
     fr[s, r] = field("first/age"); cr[s, r] = field("cached/age"); tar = field("tar-MB")
     fc[s, r] = field("first-cpu-ms"); cc[s, r] = field("cached-cpu-ms"); ac[s, r] = field("age-cpu-ms")
-    printf "%-6s run %d: ttfb %.0f ms; first %.0f MB/s = %.2f of age (%.0f MB/s); cached %.0f MB/s = %.2f (ttfb %.0f ms); CPU per packet: first %.0f ms, cached %.0f ms, age %.0f ms\n", s, r, ttfb[s, r], fm[s, r], fr[s, r], am[s, r], cm[s, r], cr[s, r], cttfb[s, r], fc[s, r], cc[s, r], ac[s, r]
+    printf "%-23s run %d: ttfb %.0f ms; first %.0f MB/s = %.2f of age (%.0f MB/s); cached %.0f MB/s = %.2f (ttfb %.0f ms); CPU per packet: first %.0f ms, cached %.0f ms, age %.0f ms\n", s, r, ttfb[s, r], fm[s, r], fr[s, r], am[s, r], cm[s, r], cr[s, r], cttfb[s, r], fc[s, r], cc[s, r], ac[s, r]
   }
   END {
     if (ns == 0) { print "no results"; exit 1 }
@@ -82,7 +83,7 @@ awk -v slices="$slices" -v date="$(date -u +%F)" -v cpus="$(nproc)" '
     for (j = 1; j <= ns; j++) {
       s = order[j]; n = k[s]
       for (i = 1; i <= n; i++) { a1[i] = ttfb[s, i]; a2[i] = fr[s, i]; a3[i] = cr[s, i]; a4[i] = fm[s, i]; a5[i] = cm[s, i]; a6[i] = am[s, i]; a7[i] = cttfb[s, i]; a8[i] = fc[s, i]; a9[i] = cc[s, i]; a10[i] = ac[s, i] }
-      printf "  store=%-5s ttfb %.0f ms (target < 500); first download %.0f MB/s = %.2f of age; cached %.0f MB/s = %.2f of age (target 0.80); age %.0f MB/s; cached ttfb %.0f ms\n", s, median(a1, n), median(a4, n), median(a2, n), median(a5, n), median(a3, n), median(a6, n), median(a7, n)
-      printf "  store=%-5s CPU per packet: first %.0f ms, cached %.0f ms (gateway and client), age CLI %.0f ms\n", s, median(a8, n), median(a9, n), median(a10, n)
+      printf "  %-23s ttfb %.0f ms (target < 500); first download %.0f MB/s = %.2f of age; cached %.0f MB/s = %.2f of age (target 0.80); age %.0f MB/s; cached ttfb %.0f ms\n", s, median(a1, n), median(a4, n), median(a2, n), median(a5, n), median(a3, n), median(a6, n), median(a7, n)
+      printf "  %-23s CPU per packet: first %.0f ms, cached %.0f ms (gateway and client), age CLI %.0f ms\n", s, median(a8, n), median(a9, n), median(a10, n)
     }
   }' "$out/bench.txt" | tee "$out/summary.txt"
