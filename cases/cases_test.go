@@ -95,7 +95,7 @@ func TestStore(t *testing.T) {
 	for name, s := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			st := cases.NewStore(s)
+			st := cases.NewStore(s, s)
 			c := &cases.Case{ID: cases.NewID(), Org: "st-marys", Patient: "p1", Status: cases.Draft, Assigned: []string{}}
 			if err := st.Create(ctx, c); err != nil {
 				t.Fatal(err)

@@ -31,7 +31,7 @@ func (st *Store) PutPacket(ctx context.Context, caseID, specialist string, seq i
 	if !ValidID(caseID) || !validPrincipalID(specialist) {
 		return PacketInfo{}, fmt.Errorf("%w: packet of %q on %q", ErrInvalid, specialist, caseID)
 	}
-	info, err := st.s.Put(ctx, packetName(caseID, specialist, seq), r, storage.PutOptions{
+	info, err := st.packets.Put(ctx, packetName(caseID, specialist, seq), r, storage.PutOptions{
 		IfAbsent: true, ContentType: "application/octet-stream", Metadata: map[string]string{tagKey: tag},
 	})
 	if errors.Is(err, storage.ErrExists) {
@@ -48,7 +48,7 @@ func (st *Store) StatPacket(ctx context.Context, caseID, specialist string, seq 
 	if !ValidID(caseID) || !validPrincipalID(specialist) {
 		return PacketInfo{}, ErrNotFound
 	}
-	info, err := st.s.Stat(ctx, packetName(caseID, specialist, seq))
+	info, err := st.packets.Stat(ctx, packetName(caseID, specialist, seq))
 	if errors.Is(err, storage.ErrNotFound) {
 		return PacketInfo{}, ErrNotFound
 	}
@@ -61,7 +61,7 @@ func (st *Store) StatPacket(ctx context.Context, caseID, specialist string, seq 
 // OpenPacket streams length bytes (0: to the end) of a stored packet
 // from offset.
 func (st *Store) OpenPacket(ctx context.Context, caseID, specialist string, seq int, offset, length int64) (io.ReadCloser, error) {
-	rc, _, err := st.s.Get(ctx, packetName(caseID, specialist, seq), storage.GetOptions{Offset: offset, Length: length})
+	rc, _, err := st.packets.Get(ctx, packetName(caseID, specialist, seq), storage.GetOptions{Offset: offset, Length: length})
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, ErrNotFound
 	}

@@ -25,14 +25,18 @@ const (
 	updateAttempts = 16
 )
 
-// Store keeps cases, opinions and packets in a storage.Store (pass an
-// encrypted one). Safe for concurrent use.
+// Store keeps cases and opinions in a storage.Store (pass an encrypted
+// one: a case names the hospital's patient) and packets in another (they
+// are age-encrypted already: the raw backend will do). Safe for
+// concurrent use.
 type Store struct {
-	s storage.Store
+	s       storage.Store
+	packets storage.Store
 }
 
-// NewStore returns a Store over s.
-func NewStore(s storage.Store) *Store { return &Store{s: s} }
+// NewStore returns a Store keeping cases and opinions in s and packets in
+// packets.
+func NewStore(s, packets storage.Store) *Store { return &Store{s: s, packets: packets} }
 
 // Create stores a new case. It fails if the id is taken.
 func (st *Store) Create(ctx context.Context, c *Case) error {

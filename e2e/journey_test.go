@@ -89,7 +89,7 @@ func TestSecondOpinionJourney(t *testing.T) {
 	}
 	t.Cleanup(func() { auditLog.Close() }) // registered first, so it runs after the gateway has stopped
 	g := gatewaytest.Start(t, storage.NewEncrypted(dataStore, kr), gatewaytest.Config{
-		Dir: dir, Options: gateway.Options{Audit: auditLog, Names: kr.NameHash},
+		Dir: dir, Options: gateway.Options{Audit: auditLog, Names: kr.NameHash, PacketStore: dataStore},
 	})
 	as := func(id string) principal { return principal{id: id, c: g.Client(t, id), base: g.URL} }
 	hospital, other, cm, co := as("st-marys"), as("city-general"), as("cm-ana"), as("co-lee")

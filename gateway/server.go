@@ -112,6 +112,10 @@ type Options struct {
 	TLS *tls.Config
 	// Store is the (encrypted) object store. Required.
 	Store storage.Store
+	// PacketStore keeps built case packets. They are encrypted to their
+	// specialist with age already, so it may be the raw backend under
+	// Store, which saves a decryption per download. Default: Store.
+	PacketStore storage.Store
 	// Registry receives the gateway's metrics and is served on /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
@@ -234,7 +238,11 @@ func (s *Server) initCases(opts Options) error {
 		return errors.New("gateway: a signing key is required")
 	}
 	s.signingKey = opts.SigningKey
-	s.cases = cases.NewStore(opts.Store)
+	packets := opts.PacketStore
+	if packets == nil {
+		packets = opts.Store
+	}
+	s.cases = cases.NewStore(opts.Store, packets)
 	s.directory = cases.NewDirectory(opts.Store)
 	var err error
 	if s.pseudonyms, err = deid.NewKeyed(opts.Secrets("pseudonyms"), deid.KeyedOptions{

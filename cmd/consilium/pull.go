@@ -318,7 +318,7 @@ func (d *download) attempt(ctx context.Context, f *os.File, have *int64, tag *st
 	}
 	stall := time.AfterFunc(d.opts.stall, func() { cancel(errStalled) })
 	defer stall.Stop()
-	resp, err := d.c.http.Do(req)
+	resp, err := d.c.bulk.Do(req)
 	if err != nil {
 		return &transientError{fmt.Errorf("calling the gateway: %w", attemptErr(actx, err))}
 	}
