@@ -3,15 +3,19 @@ package policy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 )
 
 // benchPatients is the number of patients, each with its own consent, whose
@@ -63,15 +67,36 @@ func benchInputs() []Input {
 	return ins
 }
 
-// benchDecider decides one input; ok is the decision's allow.
-type benchDecider func(ctx context.Context, in Input) (allow bool, err error)
+// benchDecider decides one input.
+type benchDecider func(ctx context.Context, in Input) (Decision, error)
+
+// latencies are the durations of single decisions, sorted by report.
+type latencies []time.Duration
+
+// pct is the p-th quantile in µs.
+func (l latencies) pct(p float64) float64 {
+	return float64(l[int(p*float64(len(l)-1))].Nanoseconds()) / 1e3
+}
+
+// report sorts l and reports its p50, p99 and the single-caller rate under
+// the given prefix.
+func (l latencies) report(b *testing.B, prefix string) {
+	slices.Sort(l)
+	var total time.Duration
+	for _, d := range l {
+		total += d
+	}
+	b.ReportMetric(l.pct(0.50), prefix+"p50-µs")
+	b.ReportMetric(l.pct(0.99), prefix+"p99-µs")
+	b.ReportMetric(float64(len(l))/total.Seconds(), prefix+"decisions/s")
+}
 
 // benchLatency times each decision and reports p50, p99 and the
 // single-caller rate.
 func benchLatency(b *testing.B, decide benchDecider) {
 	ctx := context.Background()
 	ins := benchInputs()
-	lat := make([]time.Duration, 0, b.N)
+	lat := make(latencies, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
@@ -81,15 +106,7 @@ func benchLatency(b *testing.B, decide benchDecider) {
 		lat = append(lat, time.Since(start))
 	}
 	b.StopTimer()
-	slices.Sort(lat)
-	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3 }
-	var total time.Duration
-	for _, l := range lat {
-		total += l
-	}
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
-	b.ReportMetric(float64(len(lat))/total.Seconds(), "decisions/s")
+	lat.report(b, "")
 }
 
 // benchThroughput reports decisions per second with parallel callers.
@@ -116,138 +133,193 @@ func benchThroughput(b *testing.B, decide benchDecider) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "decisions/s")
 }
 
-func embeddedDecider(b *testing.B) benchDecider {
+func embeddedDecider(b testing.TB) benchDecider {
 	e := newTestEngine(b, WithDecisionLog(newMemStore(), 1000))
-	return func(ctx context.Context, in Input) (bool, error) {
-		d, err := e.Decide(ctx, in)
-		return d.Allow, err
+	return e.Decide
+}
+
+// trivialEmbeddedDecider is an engine whose active policy is
+// bench/policy/trivial: Decide does all its work (normalise, digest,
+// record, evaluate, decode) around an evaluation that decides nothing.
+func trivialEmbeddedDecider(b testing.TB) benchDecider {
+	ctx := context.Background()
+	files, problems := readFS(os.DirFS(filepath.Join("..", "bench", "policy", "trivial")), Limits{})
+	if len(problems) > 0 {
+		b.Fatal(problems)
 	}
+	bu, problems := files.parse(Limits{})
+	if len(problems) > 0 {
+		b.Fatal(problems)
+	}
+	q, err := rego.New(rego.Query("data.trivial.decision"), rego.ParsedBundle("trivial", bu)).PrepareForEval(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := newTestEngine(b, WithDecisionLog(newMemStore(), 1000))
+	e.current.Store(&prepared{version: "trivial", query: q})
+	return e.Decide
+}
+
+// referenceEmbeddedDecider is an engine running testdata/reference, the
+// default policy as it was before its rules were arranged for speed.
+func referenceEmbeddedDecider(b testing.TB) benchDecider {
+	p, err := referenceFiles(b).prepare(context.Background(), "reference", Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := newTestEngine(b, WithDecisionLog(newMemStore(), 1000))
+	e.current.Store(p)
+	return e.Decide
 }
 
 // serverDecider asks an OPA server (CONSILIUM_OPA_URL, started by
-// bench/policy/run.sh with the same bundle) over a keep-alive connection.
-// The input is normalised and encoded exactly as the engine does it.
-func serverDecider(b *testing.B) benchDecider {
+// bench/policy/run.sh with the same bundle) for the document at path, over
+// a keep-alive connection. The input is normalised and encoded exactly as
+// the engine does it, and the answer is read into a Decision as the engine
+// reads its own.
+func serverDecider(b testing.TB, path string) benchDecider {
 	url := os.Getenv("CONSILIUM_OPA_URL")
 	if url == "" {
 		b.Skip("CONSILIUM_OPA_URL is not set: run bench/policy/run.sh, which starts an OPA server for this benchmark")
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}
-	endpoint := url + "/v1/data/consilium/authz/decision"
+	endpoint := url + "/v1/data/" + path
 	now := func() time.Time { return testNow }
-	return func(ctx context.Context, in Input) (bool, error) {
+	return func(ctx context.Context, in Input) (Decision, error) {
 		n, err := in.normalize(now)
 		if err != nil {
-			return false, err
+			return Decision{}, err
 		}
 		raw, err := n.canonicalJSON()
 		if err != nil {
-			return false, err
+			return Decision{}, err
 		}
 		body := make([]byte, 0, len(raw)+10)
 		body = append(append(append(body, `{"input":`...), raw...), '}')
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 		if err != nil {
-			return false, err
+			return Decision{}, err
 		}
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
-			return false, err
+			return Decision{}, err
 		}
 		defer resp.Body.Close()
-		var out struct {
-			Result *struct {
-				Allow bool `json:"allow"`
-			} `json:"result"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-			return false, err
-		}
+		answer, err := ast.ValueFromReader(resp.Body)
 		_, _ = io.Copy(io.Discard, resp.Body)
-		if resp.StatusCode != http.StatusOK || out.Result == nil {
-			return false, fmt.Errorf("OPA server answered %s without a decision", resp.Status)
+		if err != nil {
+			return Decision{}, fmt.Errorf("OPA server answered %s: %w", resp.Status, err)
 		}
-		return out.Result.Allow, nil
+		result := answer.(ast.Object).Get(ast.StringTerm("result"))
+		if resp.StatusCode != http.StatusOK || result == nil {
+			return Decision{}, fmt.Errorf("OPA server answered %s without a decision", resp.Status)
+		}
+		return decodeDecision(result.Value)
 	}
 }
 
-// benchInterleaved alternates the embedded engine and the server on the same
-// inputs, so that both see the same machine load, and reports both
-// latency distributions and their ratios.
-func benchInterleaved(b *testing.B, embedded, server benchDecider) {
+// sameDecision reports whether two decisions say the same (their digests
+// and versions aside).
+func sameDecision(a, b Decision) bool {
+	return a.Allow == b.Allow && slices.Equal(a.Reasons, b.Reasons) && reflect.DeepEqual(a.Obligations, b.Obligations)
+}
+
+// benchInterleaved asks the embedded engine and the OPA server in turn, on
+// the same inputs, so that both see the same machine load, and reports
+// both latency distributions and their ratios. It does the same for the
+// trivial policy: the server's answer to it is what the transport and the
+// server cost apart from any policy, the least the server path can take.
+// And it times the reference policy embedded, to show what the
+// arrangement of the default bundle's rules saves.
+func benchInterleaved(b *testing.B) {
+	paths := []struct {
+		name   string
+		decide benchDecider
+	}{
+		{"emb-", embeddedDecider(b)},
+		{"srv-", serverDecider(b, "consilium/authz/decision")},
+		{"emb-trivial-", trivialEmbeddedDecider(b)},
+		{"srv-trivial-", serverDecider(b, "trivial/decision")},
+		{"emb-reference-", referenceEmbeddedDecider(b)},
+	}
 	ctx := context.Background()
 	ins := benchInputs()
-	emb := make([]time.Duration, 0, b.N)
-	srv := make([]time.Duration, 0, b.N)
+	lat := make([]latencies, len(paths))
+	for i := range lat {
+		lat[i] = make(latencies, 0, b.N)
+	}
+	ds := make([]Decision, len(paths))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		in := ins[i%len(ins)]
-		start := time.Now()
-		a, err := embedded(ctx, in)
-		if err != nil {
-			b.Fatal(err)
+		for j, p := range paths {
+			start := time.Now()
+			d, err := p.decide(ctx, in)
+			lat[j] = append(lat[j], time.Since(start))
+			if err != nil {
+				b.Fatalf("%s: %v", p.name, err)
+			}
+			ds[j] = d
 		}
-		mid := time.Now()
-		c, err := server(ctx, in)
-		if err != nil {
-			b.Fatal(err)
-		}
-		emb = append(emb, mid.Sub(start))
-		srv = append(srv, time.Since(mid))
-		if a != c {
-			b.Fatalf("embedded allow=%v, server allow=%v for %s", a, c, in.Case.ID)
+		if !sameDecision(ds[0], ds[1]) || !sameDecision(ds[0], ds[4]) {
+			b.Fatalf("embedded, server and reference decide %s differently:\n%+v\n%+v\n%+v", in.Case.ID, ds[0], ds[1], ds[4])
 		}
 	}
 	b.StopTimer()
-	slices.Sort(emb)
-	slices.Sort(srv)
-	pct := func(l []time.Duration, p float64) float64 {
-		return float64(l[int(p*float64(len(l)-1))].Nanoseconds()) / 1e3
+	for j, p := range paths {
+		lat[j].report(b, p.name)
 	}
-	b.ReportMetric(pct(emb, 0.50), "emb-p50-µs")
-	b.ReportMetric(pct(emb, 0.99), "emb-p99-µs")
-	b.ReportMetric(pct(srv, 0.50), "srv-p50-µs")
-	b.ReportMetric(pct(srv, 0.99), "srv-p99-µs")
-	b.ReportMetric(pct(srv, 0.50)/pct(emb, 0.50), "p50-ratio")
-	b.ReportMetric(pct(srv, 0.99)/pct(emb, 0.99), "p99-ratio")
+	b.ReportMetric(lat[1].pct(0.50)/lat[0].pct(0.50), "p50-ratio")
+	b.ReportMetric(lat[1].pct(0.99)/lat[0].pct(0.99), "p99-ratio")
 }
 
 // BenchmarkDecision compares the embedded engine with an OPA server on the
 // same bundle and the same 10,000 patients' inputs. Run it through
 // bench/policy/run.sh to include the server.
 func BenchmarkDecision(b *testing.B) {
-	b.Run("interleaved/latency", func(b *testing.B) { benchInterleaved(b, embeddedDecider(b), serverDecider(b)) })
+	b.Run("interleaved/latency", benchInterleaved)
 	b.Run("embedded/latency", func(b *testing.B) { benchLatency(b, embeddedDecider(b)) })
-	b.Run("server/latency", func(b *testing.B) { benchLatency(b, serverDecider(b)) })
+	b.Run("server/latency", func(b *testing.B) { benchLatency(b, serverDecider(b, "consilium/authz/decision")) })
 	b.Run("embedded/parallel", func(b *testing.B) { benchThroughput(b, embeddedDecider(b)) })
-	b.Run("server/parallel", func(b *testing.B) { benchThroughput(b, serverDecider(b)) })
+	b.Run("server/parallel", func(b *testing.B) { benchThroughput(b, serverDecider(b, "consilium/authz/decision")) })
 }
 
 // TestBenchInputsAgree checks the benchmark's premise: the server (when
-// running) decides the inputs exactly as the embedded engine does, and the
-// inputs exercise both outcomes.
+// running) decides the inputs exactly as the embedded engine does, reasons
+// and obligations included, and the inputs exercise both outcomes.
 func TestBenchInputsAgree(t *testing.T) {
-	e := newTestEngine(t)
+	embedded := embeddedDecider(t)
+	trivial := trivialEmbeddedDecider(t)
+	var server, trivialServer benchDecider
+	if os.Getenv("CONSILIUM_OPA_URL") != "" {
+		server = serverDecider(t, "consilium/authz/decision")
+		trivialServer = serverDecider(t, "trivial/decision")
+	}
+	ctx := context.Background()
 	ins := benchInputs()[:600]
 	allowed := 0
-	var server benchDecider
-	if os.Getenv("CONSILIUM_OPA_URL") != "" {
-		server = serverDecider(&testing.B{})
-	}
 	for _, in := range ins {
-		d, err := e.Decide(context.Background(), in)
+		d, err := embedded(ctx, in)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if d.Allow {
 			allowed++
 		}
-		if server != nil {
-			got, err := server(context.Background(), in)
-			if err != nil || got != d.Allow {
-				t.Fatalf("server allow=%v (%v), embedded %v for %s", got, err, d.Allow, in.Case.ID)
-			}
+		tr, err := trivial(ctx, in)
+		if err != nil || !tr.Allow {
+			t.Fatalf("trivial policy: allow=%v, %v", tr.Allow, err)
+		}
+		if server == nil {
+			continue
+		}
+		got, err := server(ctx, in)
+		if err != nil || !sameDecision(got, d) {
+			t.Fatalf("%s: server decided %+v (%v), embedded %+v", in.Case.ID, got, err, d)
+		}
+		if got, err := trivialServer(ctx, in); err != nil || !sameDecision(got, tr) {
+			t.Fatalf("%s: server's trivial policy decided %+v (%v), embedded %+v", in.Case.ID, got, err, tr)
 		}
 	}
 	if allowed == 0 || allowed == len(ins) {

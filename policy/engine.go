@@ -18,6 +18,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	opastorage "github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/consilium/consilium/policy/builtin"
 	"github.com/consilium/consilium/storage"
@@ -163,6 +166,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 type prepared struct {
 	version string
 	query   rego.PreparedEvalQuery
+	data    dataCache
 }
 
 // prepare parses and compiles the files into a prepared decision query.
@@ -181,21 +185,66 @@ func prepare(ctx context.Context, version string, b *bundle.Bundle) (*prepared, 
 	nb.Modules = slices.DeleteFunc(nb.Modules, func(m bundle.ModuleFile) bool {
 		return strings.HasSuffix(m.Path, "_test.rego")
 	})
-	r := rego.New(
-		rego.Query(Entrypoint),
-		rego.ParsedBundle("consilium", &nb),
-		rego.Capabilities(capabilities()),
-		rego.SetRegoVersion(ast.RegoV1),
-		// Keep the bundle's data as AST values, so that evaluations do not
-		// convert the cross-border table again on every read.
-		rego.StoreReadAST(true),
-	)
-	q, err := r.PrepareForEval(ctx)
+	// The store keeps the bundle's data as AST values, so that evaluations
+	// do not convert the cross-border table again on every read.
+	store := inmem.NewWithOpts(inmem.OptReturnASTValuesOnRead(true))
+	txn, err := store.NewTransaction(ctx, opastorage.WriteParams)
 	if err != nil {
 		return nil, fmt.Errorf("compile policy %s: %w", version, err)
 	}
-	return &prepared{version: version, query: q}, nil
+	r := rego.New(
+		rego.Query(Entrypoint),
+		rego.ParsedBundle("consilium", &nb),
+		rego.Store(store),
+		rego.Transaction(txn),
+		rego.Capabilities(capabilities()),
+		rego.SetRegoVersion(ast.RegoV1),
+	)
+	q, err := r.PrepareForEval(ctx)
+	if err != nil {
+		store.Abort(ctx, txn)
+		return nil, fmt.Errorf("compile policy %s: %w", version, err)
+	}
+	if err := store.Commit(ctx, txn); err != nil {
+		return nil, fmt.Errorf("compile policy %s: %w", version, err)
+	}
+	root, err := opastorage.ReadOne(ctx, store, opastorage.RootPath)
+	if err != nil {
+		return nil, fmt.Errorf("read policy %s data: %w", version, err)
+	}
+	v, ok := root.(ast.Value)
+	if !ok {
+		return nil, fmt.Errorf("read policy %s data: got %T, not an AST value", version, root)
+	}
+	return &prepared{version: version, query: q, data: dataCache{root: v}}, nil
 }
+
+// dataCache hands OPA the base documents of a prepared bundle's store
+// directly. Nothing writes to that store after the bundle is prepared, so
+// every decision can skip the store reads that OPA's per-decision cache
+// would otherwise repeat (and their allocations). It holds what the store
+// holds, and the whole data document itself is left to the store (which
+// hides data.system from it). It is read-only and safe for concurrent
+// decisions.
+type dataCache struct{ root ast.Value }
+
+var _ topdown.BaseCache = dataCache{}
+
+// Get returns the base document at ref, or nil when the bundle's data has
+// none there.
+func (c dataCache) Get(ref ast.Ref) ast.Value {
+	if c.root == nil || len(ref) < 2 || !ref[0].Equal(ast.DefaultRootDocument) {
+		return nil
+	}
+	v, err := c.root.Find(ref[1:])
+	if err != nil {
+		return nil
+	}
+	return v
+}
+
+// Put does nothing: the cache holds all of the bundle's data already.
+func (dataCache) Put(ast.Ref, ast.Value) {}
 
 // evalJSON decides one canonical JSON input (a recorded one, or a probe).
 // On error the decision denies.
@@ -211,6 +260,7 @@ func (p *prepared) evalJSON(ctx context.Context, raw []byte) (Decision, error) {
 func (p *prepared) eval(ctx context.Context, v ast.Value) (Decision, error) {
 	deny := Decision{Reasons: []string{"the policy could not decide"}}
 	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v),
+		rego.EvalBaseCache(p.data),
 		// No per-decision metrics, and the result as AST: converting it
 		// to Go maps only to read four fields costs more than reading them.
 		rego.EvalMetrics(metrics.NoOp()),
@@ -239,16 +289,16 @@ func decodeDecision(v ast.Value) (Decision, error) {
 	if !ok {
 		return Decision{}, fmt.Errorf("%s is not an object", Entrypoint)
 	}
-	allow, ok := field(m, "allow").(ast.Boolean)
+	allow, ok := field(m, keys.allow).(ast.Boolean)
 	if !ok {
 		return Decision{}, fmt.Errorf("%s.allow is not a boolean", Entrypoint)
 	}
-	reasons, err := stringList(field(m, "reasons"), "reasons")
+	reasons, err := stringList(field(m, keys.reasons), "reasons")
 	if err != nil {
 		return Decision{}, err
 	}
 	d := Decision{Allow: bool(allow), Reasons: reasons}
-	if raw := field(m, "obligations"); raw != nil {
+	if raw := field(m, keys.obligations); raw != nil {
 		o, ok := raw.(ast.Object)
 		if !ok {
 			return Decision{}, fmt.Errorf("%s.obligations is not an object", Entrypoint)
@@ -261,8 +311,8 @@ func decodeDecision(v ast.Value) (Decision, error) {
 }
 
 // field returns the value under key k, or nil.
-func field(o ast.Object, k string) ast.Value {
-	t := o.Get(ast.InternedTerm(k))
+func field(o ast.Object, k *ast.Term) ast.Value {
+	t := o.Get(k)
 	if t == nil {
 		return nil
 	}
@@ -272,27 +322,27 @@ func field(o ast.Object, k string) ast.Value {
 func decodeObligations(o ast.Object) (Obligations, error) {
 	var ob Obligations
 	var err error
-	if v := field(o, "deid_profile"); v != nil {
+	if v := field(o, keys.deidProfile); v != nil {
 		s, isString := v.(ast.String)
 		if !isString || !slices.Contains([]string{"", ProfileShifted, ProfileSafeHarbor}, string(s)) {
 			return ob, fmt.Errorf("obligations.deid_profile %v is not shifted or safe-harbor", v)
 		}
 		ob.DeidProfile = string(s)
 	}
-	if ob.DeidOptions, err = stringList(field(o, "deid_options"), "obligations.deid_options"); err != nil {
+	if ob.DeidOptions, err = stringList(field(o, keys.deidOptions), "obligations.deid_options"); err != nil {
 		return ob, err
 	}
-	if ob.ExcludeLabels, err = stringList(field(o, "exclude_labels"), "obligations.exclude_labels"); err != nil {
+	if ob.ExcludeLabels, err = stringList(field(o, keys.excludeLabels), "obligations.exclude_labels"); err != nil {
 		return ob, err
 	}
-	if v := field(o, "withhold_burned_in"); v != nil {
+	if v := field(o, keys.withholdBurnedIn); v != nil {
 		b, isBool := v.(ast.Boolean)
 		if !isBool {
 			return ob, errors.New("obligations.withhold_burned_in is not a boolean")
 		}
 		ob.WithholdBurnedIn = bool(b)
 	}
-	if v := field(o, "expires"); v != nil {
+	if v := field(o, keys.expires); v != nil {
 		s, isString := v.(ast.String)
 		if !isString {
 			return ob, errors.New("obligations.expires is not a string")

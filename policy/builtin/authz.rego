@@ -8,6 +8,13 @@
 #
 # Denials are written as "not <requirement>" so that a missing or malformed
 # input field denies instead of silently skipping the check.
+#
+# Every decision is evaluated on the gateway's request path, so the rules are
+# written to let OPA do little work: each rule starts with the conditions on
+# input.principal.role and input.action that OPA's rule index uses to skip it
+# for other requests; values needed more than once are rules (computed once
+# per decision); sets of constants are written inline. See "Performance" in
+# README.md.
 package consilium.authz
 
 # --- The entrypoint ---------------------------------------------------------
@@ -23,24 +30,24 @@ default allow := false
 
 # allow: some grant matches and nothing denies (deny overrides).
 allow if {
-	count(grants) > 0
-	count(denials) == 0
+	grants != set()
+	denials == set()
 }
 
 # reasons explain an allow by its grants and notes, a deny by its denials.
 reasons := sort(grants | notes) if allow
 
-reasons := sort(denials | no_grant) if not allow
+else := sort(denials | no_grant)
 
 # no_grant explains a deny that no grant rule matched at all.
 no_grant contains msg if {
-	count(grants) == 0
+	grants == set()
 	resource_type == ""
 	msg := sprintf("no rule allows role %q to perform %q", [role, action])
 }
 
 no_grant contains msg if {
-	count(grants) == 0
+	grants == set()
 	resource_type != ""
 	msg := sprintf("no rule allows role %q to perform %q on %s resources", [role, action, resource_type])
 }
@@ -96,13 +103,11 @@ case_deadline := input.case.deadline
 
 now_ns := time.parse_rfc3339_ns(input.time)
 
-roles := {"hospital", "case-manager", "specialist", "compliance"}
-
 # --- Who is asking ----------------------------------------------------------
 
 denials contains "the request has no authenticated principal" if principal_id == ""
 
-denials contains sprintf("unknown role %q", [role]) if not role in roles
+denials contains sprintf("unknown role %q", [role]) if not role in {"hospital", "case-manager", "specialist", "compliance"}
 
 grants contains "every authenticated principal may ask who it is" if input.action == "whoami"
 
@@ -113,7 +118,6 @@ same_org(org) if {
 }
 
 # --- Hospitals: their own organisation's data and cases only ----------------
-
 
 grants contains "hospitals may read and write their own organisation's FHIR and DICOM data" if {
 	input.principal.role == "hospital"
@@ -130,7 +134,6 @@ denials contains sprintf("organisation %q may not access data owned by organisat
 	input.action in {"fhir.read", "fhir.search", "fhir.write", "dicom.read", "dicom.write", "consent.read"}
 	not same_org(resource_org)
 }
-
 
 grants contains "hospitals may open second-opinion cases for their own patients" if {
 	input.principal.role == "hospital"
@@ -190,15 +193,9 @@ grants contains "case managers may search the specialist directory" if {
 	input.action == "specialist.list"
 }
 
-assignable_statuses := {"draft", "assigned"}
-
-open_statuses := {"draft", "assigned", "released", "opinion-received"}
-
-closable_statuses := {"released", "opinion-received"}
-
 denials contains sprintf("specialists can be assigned only to draft or assigned cases; this case is %q", [case_status]) if {
 	input.action == "case.assign"
-	not case_status in assignable_statuses
+	not case_status in {"draft", "assigned"}
 }
 
 denials contains sprintf("only an assigned case can be released; this case is %q", [case_status]) if {
@@ -208,12 +205,12 @@ denials contains sprintf("only an assigned case can be released; this case is %q
 
 denials contains sprintf("the case is %q and can no longer be cancelled", [case_status]) if {
 	input.action == "case.cancel"
-	not case_status in open_statuses
+	not case_status in {"draft", "assigned", "released", "opinion-received"}
 }
 
 denials contains sprintf("only a released case or one with an opinion can be closed; this case is %q", [case_status]) if {
 	input.action == "case.close"
-	not case_status in closable_statuses
+	not case_status in {"released", "opinion-received"}
 }
 
 denials contains sprintf("the case deadline %s has passed", [case_deadline]) if {
@@ -222,9 +219,6 @@ denials contains sprintf("the case deadline %s has passed", [case_deadline]) if 
 }
 
 # --- Specialists: assigned cases only, after release, until the deadline --
-
-
-released_statuses := {"released", "opinion-received"}
 
 grants contains "specialists may list the cases assigned to them" if {
 	input.principal.role == "specialist"
@@ -271,7 +265,7 @@ denials contains sprintf("specialist %q is not assigned to this case", [principa
 denials contains sprintf("the case has not been released to specialists (status %q)", [case_status]) if {
 	input.principal.role == "specialist"
 	input.action in {"case.read", "packet.read", "opinion.create"}
-	not case_status in released_statuses
+	not case_status in {"released", "opinion-received"}
 }
 
 denials contains sprintf("the case deadline %s has passed", [case_deadline]) if {
@@ -289,10 +283,11 @@ assigned(id) if {
 # deadline_ok: no deadline, or the request comes before it.
 deadline_ok if case_deadline == ""
 
-deadline_ok if now_ns < time.parse_rfc3339_ns(case_deadline)
+deadline_ok if now_ns < deadline_ns
+
+deadline_ns := time.parse_rfc3339_ns(case_deadline)
 
 # --- Compliance officers: policies, consents, audit; no clinical content --
-
 
 grants contains "compliance officers manage policies and read consents and the audit trail" if {
 	input.principal.role == "compliance"

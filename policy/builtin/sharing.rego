@@ -14,6 +14,21 @@ shares_with_specialist if {
 	input.action == "case.read"
 }
 
+# A share is allowed only when nothing in sharing_denials fires, and its
+# allow is explained by sharing_notes. The first condition of these two
+# rules lets OPA's rule index skip all of them for every other action.
+denials contains msg if {
+	input.action in {"packet.read", "case.release", "case.read"}
+	shares_with_specialist
+	some msg in sharing_denials
+}
+
+notes contains msg if {
+	input.action in {"packet.read", "case.release", "case.read"}
+	shares_with_specialist
+	some msg in sharing_notes
+}
+
 # recipient_*: the specialist the data goes to. On release the gateway asks
 # once per assigned specialist and names it in input.recipient; otherwise it
 # is the requesting principal.
@@ -56,18 +71,28 @@ denials contains sprintf("recipient %q is not assigned to this case", [recipient
 # purpose, from data.consilium.purposes.
 purpose_codes := data.consilium.purposes[case_purpose]
 
+# in_force: start <= now < end, where an empty or missing start or end does
+# not limit. The four combinations are spelled out so that the usual one, a
+# period with both ends, is decided by the first body.
 in_force(c) if {
-	starts_ok(c)
-	ends_ok(c)
+	time.parse_rfc3339_ns(c.start) <= now_ns
+	now_ns < time.parse_rfc3339_ns(c.end)
 }
 
-starts_ok(c) if object.get(c, "start", "") == ""
+in_force(c) if {
+	object.get(c, "start", "") == ""
+	now_ns < time.parse_rfc3339_ns(c.end)
+}
 
-starts_ok(c) if time.parse_rfc3339_ns(c.start) <= now_ns
+in_force(c) if {
+	time.parse_rfc3339_ns(c.start) <= now_ns
+	object.get(c, "end", "") == ""
+}
 
-ends_ok(c) if object.get(c, "end", "") == ""
-
-ends_ok(c) if now_ns < time.parse_rfc3339_ns(c.end)
+in_force(c) if {
+	object.get(c, "start", "") == ""
+	object.get(c, "end", "") == ""
+}
 
 covers_purpose(c) if {
 	some p in object.get(c, "purposes", [])
@@ -82,66 +107,55 @@ country_matches(c) if recipient_country in c.recipient_countries
 
 interpretable(c) if count(object.get(c, "uninterpreted", [])) == 0
 
-# live: the indexes of the consents that are active and in force now.
-live contains i if {
-	some i, c in consents
+# usable: a consent that is active and in force now, for this purpose, and
+# whose every provision Consilium understands. Each rule below makes one
+# pass over the consents, the cheap conditions first.
+usable(c) if {
 	c.status == "active"
+	interpretable(c)
+	covers_purpose(c)
 	in_force(c)
 }
 
-# usable: live consents for this purpose whose every provision Consilium
-# understands. Sets of indexes are computed once per decision; the rules
-# below reuse them.
-usable contains i if {
-	some i in live
-	covers_purpose(consents[i])
-	interpretable(consents[i])
-}
-
 permitting contains c if {
-	some i in usable
-	c := consents[i]
+	some c in input.consents
 	c.decision == "permit"
+	usable(c)
 	country_matches(c)
 }
 
 opt_outs contains c if {
-	some i in usable
-	c := consents[i]
+	some c in input.consents
 	c.decision == "deny"
+	usable(c)
 	country_matches(c)
 }
 
 # blocking: a live consent that Consilium cannot fully interpret may restrict
 # sharing in a way the policy cannot see, so it blocks.
 blocking contains c if {
-	some i in live
-	c := consents[i]
+	some c in input.consents
+	c.status == "active"
 	not interpretable(c)
+	in_force(c)
 }
 
 consent_granted if {
-	count(permitting) > 0
-	count(opt_outs) == 0
-	count(blocking) == 0
+	permitting != set()
+	opt_outs == set()
+	blocking == set()
 }
 
-denials contains sprintf("no active consent of the patient permits sharing for %q with a recipient in %q", [case_purpose, recipient_country]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+sharing_denials contains sprintf("no active consent of the patient permits sharing for %q with a recipient in %q", [case_purpose, recipient_country]) if {
 	not consent_granted
 }
 
-denials contains msg if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+sharing_denials contains msg if {
 	not consent_granted
 	some msg in consent_problems
 }
 
-denials contains sprintf("the case purpose %q is not one the policy knows", [case_purpose]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+sharing_denials contains sprintf("the case purpose %q is not one the policy knows", [case_purpose]) if {
 	not data.consilium.purposes[case_purpose]
 }
 
@@ -182,61 +196,41 @@ consent_problems contains sprintf("consent %q neither permits nor denies", [c.id
 	not c.decision in {"permit", "deny"}
 }
 
-notes contains sprintf("consent %q permits sharing for %q", [c.id, case_purpose]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+sharing_notes contains sprintf("consent %q permits sharing for %q", [c.id, case_purpose]) if {
 	some c in permitting
 }
 
 # --- Cross-border transfer ----------------------------------------------------
 
-# transfer_key: the name of the legal basis for sending data from the case's
-# source country to the recipient's country, if the table has one.
-transfer_key := data.consilium.transfers.regimes[data.consilium.transfers.source_regimes[source_country]].destinations[recipient_country]
-
-transfer_basis := data.consilium.transfers.bases[transfer_key]
+# transfer_basis: the legal basis for sending data from the case's source
+# country to the recipient's country, if the table has one.
+transfer_basis := data.consilium.transfers.bases[data.consilium.transfers.regimes[data.consilium.transfers.source_regimes[source_country]].destinations[recipient_country]]
 
 domestic if {
 	source_country != ""
 	source_country == recipient_country
 }
 
-# organisation_ok: a basis may name the only recipient organisations it
-# covers (for example those known to be certified under a framework).
-organisation_ok(basis) if not basis.organisations
-
-organisation_ok(basis) if recipient_org in basis.organisations
-
-denials contains sprintf("no transfer basis from %q to %q in the cross-border table", [source_country, recipient_country]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+sharing_denials contains sprintf("no transfer basis from %q to %q in the cross-border table", [source_country, recipient_country]) if {
 	not domestic
 	not transfer_basis
 }
 
-denials contains sprintf("the transfer basis from %q to %q does not cover organisation %q", [source_country, recipient_country, recipient_org]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+# A basis may name the only recipient organisations it covers (for example
+# those known to be certified under a framework).
+sharing_denials contains sprintf("the transfer basis from %q to %q does not cover organisation %q", [source_country, recipient_country, recipient_org]) if {
 	not domestic
-	basis := transfer_basis
-	not organisation_ok(basis)
+	transfer_basis.organisations
+	not recipient_org in transfer_basis.organisations
 }
 
-notes contains sprintf("domestic disclosure within %q", [source_country]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
-	domestic
-}
+sharing_notes contains sprintf("domestic disclosure within %q", [source_country]) if domestic
 
-notes contains sprintf("transfer from %q to %q: %s", [source_country, recipient_country, transfer_basis.basis]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+sharing_notes contains sprintf("transfer from %q to %q: %s", [source_country, recipient_country, transfer_basis.basis]) if {
 	not domestic
 }
 
-notes contains sprintf("transfer condition: %s", [cond]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+sharing_notes contains sprintf("transfer condition: %s", [cond]) if {
 	not domestic
 	some cond in transfer_basis.conditions
 }
@@ -258,14 +252,12 @@ excluded_labels contains label if {
 	some label in object.get(c, "exclude_labels", [])
 }
 
-notes contains sprintf("the patient's consent excludes data labelled %s", [label]) if {
-	input.action in {"packet.read", "case.release", "case.read"}
-	shares_with_specialist
+sharing_notes contains sprintf("the patient's consent excludes data labelled %s", [label]) if {
 	some label in excluded_labels
 }
 
 # expiry_candidates: [ns, RFC 3339] pairs; the grant expires at the earliest.
-expiry_candidates contains [time.parse_rfc3339_ns(case_deadline), case_deadline] if case_deadline != ""
+expiry_candidates contains [deadline_ns, case_deadline] if case_deadline != ""
 
 # A permitting consent with no end never expires the grant; otherwise the
 # grant lasts until the latest end among the permitting consents.

@@ -63,6 +63,17 @@ test_open_ended_consent_allowed if {
 	d.obligations.expires == "2025-07-01T00:00:00Z"
 }
 
+test_consent_open_at_one_end if {
+	no_start := object.union(consent, {"start": ""})
+	allows(share(specialist_us, [no_start]))
+	allows(share(specialist_us, [json.remove(consent, ["start"])]))
+	denies(share(specialist_us, [object.union(no_start, {"end": "2025-05-01T00:00:00Z"})]))
+	no_end := object.union(consent, {"end": ""})
+	allows(share(specialist_us, [no_end]))
+	allows(share(specialist_us, [json.remove(consent, ["end"])]))
+	denies(share(specialist_us, [object.union(no_end, {"start": "2025-09-01T00:00:00Z"})]))
+}
+
 test_consent_end_before_deadline_sets_expiry if {
 	short := object.union(consent, {"end": "2025-06-15T00:00:00Z"})
 	d := decide(share(specialist_us, [short]))
