@@ -218,6 +218,23 @@ func TestCaseWorkflow(t *testing.T) {
 		t.Errorf("case after the opinion: %+v", c)
 	}
 
+	// Unassigning after the release ends dr-garcia's access at once, its
+	// stored packet included; assigning it again needs another release.
+	if status, body := apiCall(t, cm, "POST", cu+"/assign", map[string]any{"specialists": []string{"dr-okafor"}}, &c); status != 200 || len(c.Released) != 1 {
+		t.Fatalf("unassign after release: %d %s", status, body)
+	}
+	if status, body := apiCall(t, garcia, "GET", cu+"/packet", nil, nil); status != http.StatusForbidden {
+		t.Errorf("unassigned specialist's packet: %d %s", status, body)
+	}
+	apiCall(t, cm, "POST", cu+"/assign", map[string]any{"specialists": []string{"dr-okafor", "dr-garcia"}}, &c)
+	if status, body := apiCall(t, garcia, "GET", cu+"/packet", nil, nil); status != http.StatusConflict {
+		t.Errorf("re-assigned specialist before the next release: %d %s", status, body)
+	}
+	if status, body := apiCall(t, cm, "POST", cu+"/release", nil, &c); status != 200 || c.Status != "opinion-received" || len(c.Released) != 2 {
+		t.Fatalf("release again: %d %s", status, body)
+	}
+	download(t, garcia, cu+"/packet", nil)
+
 	// Revoking the consent refuses the stored packet at once.
 	f.do(http.MethodPut, "/Consent/c1", "application/fhir+json", consentJSON("c1", patient, "inactive")).want(t, http.StatusOK)
 	if status, body := apiCall(t, okafor, "GET", cu+"/packet", nil, nil); status != http.StatusForbidden || !strings.Contains(string(body), "reasons") {

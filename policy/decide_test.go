@@ -80,7 +80,8 @@ func TestDecideRoles(t *testing.T) {
 
 		{"manager assigns", Input{Principal: managerP, Action: ActionCaseAssign, Case: testCase(CaseDraft)}, true, "case managers may assign specialists"},
 		{"manager releases", Input{Principal: managerP, Action: ActionCaseRelease, Case: testCase(CaseAssigned), Recipient: recipientOf(specialistE), Consents: []Consent{permit}}, true, "case managers may release packets to assigned specialists"},
-		{"manager releases twice", Input{Principal: managerP, Action: ActionCaseRelease, Case: testCase(CaseReleased), Recipient: recipientOf(specialistE), Consents: []Consent{permit}}, false, `only an assigned case can be released; this case is "released"`},
+		{"manager releases again", Input{Principal: managerP, Action: ActionCaseRelease, Case: testCase(CaseReleased), Recipient: recipientOf(specialistE), Consents: []Consent{permit}}, true, ""},
+		{"manager releases a draft", Input{Principal: managerP, Action: ActionCaseRelease, Case: testCase(CaseDraft), Recipient: recipientOf(specialistE), Consents: []Consent{permit}}, false, `only a case with assigned specialists can be released; this case is "draft"`},
 		{"manager reads clinical data", Input{Principal: managerP, Action: ActionFHIRRead, Resource: own}, false, `no rule allows role "case-manager" to perform "fhir.read" on Observation resources`},
 		{"manager closes", Input{Principal: managerP, Action: ActionCaseClose, Case: testCase(CaseOpinionReceived)}, true, "case managers may cancel and close cases"},
 

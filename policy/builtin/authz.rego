@@ -193,14 +193,14 @@ grants contains "case managers may search the specialist directory" if {
 	input.action == "specialist.list"
 }
 
-denials contains sprintf("specialists can be assigned only to draft or assigned cases; this case is %q", [case_status]) if {
+denials contains sprintf("specialists can be assigned only to open cases; this case is %q", [case_status]) if {
 	input.action == "case.assign"
-	not case_status in {"draft", "assigned"}
+	not case_status in {"draft", "assigned", "released", "opinion-received"}
 }
 
-denials contains sprintf("only an assigned case can be released; this case is %q", [case_status]) if {
+denials contains sprintf("only a case with assigned specialists can be released; this case is %q", [case_status]) if {
 	input.action == "case.release"
-	case_status != "assigned"
+	not case_status in {"assigned", "released", "opinion-received"}
 }
 
 denials contains sprintf("the case is %q and can no longer be cancelled", [case_status]) if {

@@ -90,8 +90,12 @@ test_manager_workflow_allowed if {
 	allows_with(req(manager, "metrics.read", {}), "compliance officers and case managers may read the gateway's metrics")
 }
 
-test_manager_assign_only_before_release if {
-	denies_with(req(manager, "case.assign", {"case": released}), `specialists can be assigned only to draft or assigned cases; this case is "released"`)
+test_manager_assign_open_cases_only if {
+	# (Re)assigning after a release: removed specialists lose access at
+	# once, added ones wait for the next release.
+	allows(req(manager, "case.assign", {"case": released}))
+	allows(req(manager, "case.assign", {"case": case_for("opinion-received")}))
+	denies_with(req(manager, "case.assign", {"case": case_for("closed")}), `specialists can be assigned only to open cases; this case is "closed"`)
 }
 
 test_manager_cancel_only_open_cases if {
@@ -123,8 +127,10 @@ test_manager_release_to_assigned_specialist if {
 }
 
 test_manager_release_only_assigned_cases if {
-	inp := object.union(release_to(specialist_us, [consent]), {"case": released})
-	denies_with(inp, `only an assigned case can be released; this case is "released"`)
+	# Releasing again reaches specialists assigned after the first release.
+	allows(object.union(release_to(specialist_us, [consent]), {"case": released}))
+	inp := object.union(release_to(specialist_us, [consent]), {"case": case_for("draft")})
+	denies_with(inp, `only a case with assigned specialists can be released; this case is "draft"`)
 }
 
 test_manager_release_only_to_assigned_recipient if {
