@@ -3,7 +3,6 @@ package dicom
 import (
 	"bytes"
 	"cmp"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,13 +75,36 @@ type countKey struct {
 	private       bool
 }
 
+// count records one action; closeReport adds them up.
 func (rw *rewrite) count(t Tag, keyword string, rule, applied Action) {
-	rw.counts[countKey{tag: t, keyword: keyword, rule: rule, applied: applied}]++
+	rw.counts = append(rw.counts, countKey{tag: t, keyword: keyword, rule: rule, applied: applied})
 }
 
+// countPrivate records one action on a private attribute; closeReport
+// names the group.
 func (rw *rewrite) countPrivate(group uint16, applied Action) {
-	k := countKey{tag: NewTag(group, 0), keyword: fmt.Sprintf("private attributes of group %04X", group), rule: ActionX, applied: applied, private: true}
-	rw.counts[k]++
+	rw.counts = append(rw.counts, countKey{tag: NewTag(group, 0), rule: ActionX, applied: applied, private: true})
+}
+
+// compareCounts orders count keys as the report lists them (see
+// sortActions), ties broken by the other fields.
+func compareCounts(a, b countKey) int {
+	switch {
+	case a.tag != b.tag:
+		return cmp.Compare(a.tag, b.tag)
+	case a.applied != b.applied:
+		return cmp.Compare(a.applied, b.applied)
+	case a.keyword != b.keyword:
+		return strings.Compare(a.keyword, b.keyword)
+	case a.rule != b.rule:
+		return cmp.Compare(a.rule, b.rule)
+	case a.private != b.private:
+		if a.private {
+			return 1
+		}
+		return -1
+	}
+	return 0
 }
 
 // list de-identifies the elements of a dataset or item.
@@ -546,15 +568,11 @@ type tokens struct {
 // identifyingTokens collects, from every depth of the header, the values
 // of standard attributes the profile does not keep. Private attributes are
 // left out: they go anyway, and vendor strings in them ("SIEMENS") would
-// mask harmless text.
+// mask harmless text. It runs once per instance that has text to clean,
+// so it works on the value bytes without allocating per token.
 func identifyingTokens(elems []*Element, cols []int) *tokens {
-	strong, weak := map[string]bool{}, map[string]bool{}
-	add := func(set map[string]bool, s string) {
-		s = string(asciiLower([]byte(strings.TrimSpace(s))))
-		if len(s) >= 3 {
-			set[s] = true
-		}
-	}
+	strong := tokenSet{buf: make([]byte, 0, 1024), spans: make([][2]int, 0, 64)}
+	weak := tokenSet{buf: make([]byte, 0, 512), spans: make([][2]int, 0, 32)}
 	var walk func([]*Element)
 	walk = func(elems []*Element) {
 		for _, e := range elems {
@@ -579,37 +597,140 @@ func identifyingTokens(elems []*Element, cols []int) *tokens {
 			}
 			switch vr {
 			case "PN":
-				for _, part := range strings.FieldsFunc(e.String(), func(r rune) bool { return strings.ContainsRune("^= ,.", r) }) {
-					add(strong, part)
-				}
+				// The components and their parts, as in e.String().
+				v := bytes.TrimLeft(bytes.TrimRight(e.Value, " \x00"), " ")
+				fields(v, "^= ,.", func(part []byte) { strong.add(part) })
 			case "LO", "SH", "ST", "LT", "UT", "UC", "AE":
-				for _, v := range e.Strings() {
-					add(strong, v)
-					for _, w := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(` ,;:/()-_"'`, r) }) {
+				values(e.Value, func(v []byte) {
+					strong.add(v)
+					fields(v, ` ,;:/()-_"'`, func(w []byte) {
 						if len(w) >= 4 {
-							add(weak, w)
+							weak.add(w)
 						}
-					}
-				}
+					})
+				})
 			case "DA":
-				for _, d := range e.Strings() {
-					if t, err := time.Parse("20060102", d); err == nil {
-						for _, l := range []string{"20060102", "2006-01-02", "2006/01/02", "2006.01.02", "02/01/2006", "01/02/2006", "02.01.2006", "02-01-2006"} {
-							add(strong, t.Format(l))
-						}
+				values(e.Value, func(d []byte) {
+					if !isDate(d) {
+						return
 					}
-				}
+					ymd := [3][]byte{d[0:4], d[4:6], d[6:8]}
+					for _, f := range dateSpellings {
+						strong.addJoined([3][]byte{ymd[f.order[0]], ymd[f.order[1]], ymd[f.order[2]]}, f.sep)
+					}
+				})
 			}
 		}
 	}
 	walk(elems)
-	list := func(set map[string]bool) [][]byte {
-		out := make([][]byte, 0, len(set))
-		for s := range set {
-			out = append(out, []byte(s))
-		}
-		slices.SortFunc(out, func(a, b []byte) int { return cmp.Or(cmp.Compare(len(b), len(a)), bytes.Compare(a, b)) })
-		return out
+	return &tokens{strong: strong.list(), weak: weak.list()}
+}
+
+// dateSpellings are the common spellings of a date looked for in text:
+// the order of year, month and day (0, 1, 2) and the separator (0 for
+// none): 20060102, 2006-01-02, 2006/01/02, 2006.01.02, 02/01/2006,
+// 01/02/2006, 02.01.2006, 02-01-2006.
+var dateSpellings = [...]struct {
+	order [3]int
+	sep   byte
+}{
+	{[3]int{0, 1, 2}, 0}, {[3]int{0, 1, 2}, '-'}, {[3]int{0, 1, 2}, '/'}, {[3]int{0, 1, 2}, '.'},
+	{[3]int{2, 1, 0}, '/'}, {[3]int{1, 2, 0}, '/'}, {[3]int{2, 1, 0}, '.'}, {[3]int{2, 1, 0}, '-'},
+}
+
+// tokenSet gathers tokens, ASCII lower case, in one buffer.
+type tokenSet struct {
+	buf   []byte
+	spans [][2]int
+}
+
+// add adds b without surrounding white space, if 3 bytes or longer.
+func (ts *tokenSet) add(b []byte) {
+	b = bytes.TrimSpace(b)
+	if len(b) < 3 {
+		return
 	}
-	return &tokens{strong: list(strong), weak: list(weak)}
+	start := len(ts.buf)
+	ts.buf = asciiLowerTo(ts.buf, b)
+	ts.spans = append(ts.spans, [2]int{start, len(ts.buf)})
+}
+
+// addJoined adds the parts joined by sep (none when sep is 0).
+func (ts *tokenSet) addJoined(parts [3][]byte, sep byte) {
+	start := len(ts.buf)
+	for i, p := range parts {
+		if i > 0 && sep != 0 {
+			ts.buf = append(ts.buf, sep)
+		}
+		ts.buf = append(ts.buf, p...)
+	}
+	ts.spans = append(ts.spans, [2]int{start, len(ts.buf)})
+}
+
+// list returns the distinct tokens, longest first, then in byte order.
+func (ts *tokenSet) list() [][]byte {
+	out := make([][]byte, len(ts.spans))
+	for i, s := range ts.spans {
+		out[i] = ts.buf[s[0]:s[1]:s[1]]
+	}
+	slices.SortFunc(out, func(a, b []byte) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return bytes.Compare(a, b)
+	})
+	return slices.CompactFunc(out, bytes.Equal)
+}
+
+// values calls f with each value of a multi-valued text element, trimmed
+// of spaces and NULs (as Element.Strings).
+func values(v []byte, f func([]byte)) {
+	for rest, more := v, len(v) > 0; more; {
+		var part []byte
+		part, rest, more = bytes.Cut(rest, []byte{'\\'})
+		f(bytes.Trim(part, " \x00"))
+	}
+}
+
+// fields calls f with each non-empty run of b between bytes of seps (all
+// ASCII, so this is strings.FieldsFunc on the runes of b).
+func fields(b []byte, seps string, f func([]byte)) {
+	start := -1
+	for i := 0; i <= len(b); i++ {
+		if i == len(b) || strings.IndexByte(seps, b[i]) >= 0 {
+			if start >= 0 {
+				f(b[start:i])
+				start = -1
+			}
+			continue
+		}
+		if start < 0 {
+			start = i
+		}
+	}
+}
+
+// isDate reports whether d is a valid date as time.Parse("20060102", d)
+// would accept it.
+func isDate(d []byte) bool {
+	if len(d) != 8 {
+		return false
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	num := func(b []byte) int {
+		n := 0
+		for _, c := range b {
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	y, m, day := num(d[0:4]), num(d[4:6]), num(d[6:8])
+	if m < 1 || m > 12 || day < 1 {
+		return false
+	}
+	return day <= time.Date(y, time.Month(m)+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }

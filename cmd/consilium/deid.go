@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -188,38 +189,41 @@ func deidDICOM(ctx context.Context, env *cli, p deid.Profile, src deid.Source, o
 	close(next)
 	wg.Wait()
 
+	// One write for the whole summary, not two per instance.
+	stdout := bufio.NewWriter(env.stdout)
+	defer stdout.Flush()
 	var failed, withheld, removed int
 	var reports []*dicom.Report
 	for _, r := range results {
 		switch {
 		case r.err != nil:
 			failed++
-			fmt.Fprintf(env.stdout, "FAIL     %s: %v\n", r.in, r.err)
+			fmt.Fprintf(stdout, "FAIL     %s: %v\n", r.in, r.err)
 			continue
 		case r.rep.BurnedIn:
 			withheld++
-			fmt.Fprintf(env.stdout, "WITHHOLD %s -> %s: %s\n", r.in, r.out, r.rep.BurnedInReason)
+			fmt.Fprintf(stdout, "WITHHOLD %s -> %s: %s\n", r.in, r.out, r.rep.BurnedInReason)
 		default:
-			fmt.Fprintf(env.stdout, "ok       %s -> %s\n", r.in, r.out)
+			fmt.Fprintf(stdout, "ok       %s -> %s\n", r.in, r.out)
 		}
 		removed += r.rep.Removed()
 		reports = append(reports, r.rep)
 		if r.keyNote != "" {
-			fmt.Fprintf(env.stdout, "         %s\n", r.keyNote)
+			fmt.Fprintf(stdout, "         %s\n", r.keyNote)
 		}
 		if len(r.rep.Problems) > 0 {
-			fmt.Fprintf(env.stdout, "         input defects (fixed or kept): %v\n", r.rep.Problems)
+			fmt.Fprintf(stdout, "         input defects (fixed or kept): %v\n", r.rep.Problems)
 		}
 	}
-	fmt.Fprintf(env.stdout, "\nprofile %s: %d de-identified, %d may show burned-in text (withhold them), %d failed\n", p, len(reports), withheld, failed)
-	fmt.Fprintf(env.stdout, "attributes removed or emptied: %d; by action:\n", removed)
+	fmt.Fprintf(stdout, "\nprofile %s: %d de-identified, %d may show burned-in text (withhold them), %d failed\n", p, len(reports), withheld, failed)
+	fmt.Fprintf(stdout, "attributes removed or emptied: %d; by action:\n", removed)
 	byAction := map[string]int{}
 	for _, a := range dicom.MergeActions(reports...) {
 		byAction[a.Applied.String()] += a.Count
 	}
 	for _, a := range []string{"X", "Z", "D", "U", "C", "K"} {
 		if byAction[a] > 0 {
-			fmt.Fprintf(env.stdout, "  %-2s %d\n", a, byAction[a])
+			fmt.Fprintf(stdout, "  %-2s %d\n", a, byAction[a])
 		}
 	}
 	if failed > 0 {

@@ -34,6 +34,12 @@ const (
 	maxEagerLen        = 1 << 16
 )
 
+// Values up to maxArenaValue bytes are carved from arenaSize chunks.
+const (
+	maxArenaValue = 256
+	arenaSize     = 4 << 10
+)
+
 // Syntax is how elements are encoded.
 type Syntax struct {
 	Implicit  bool
@@ -104,6 +110,8 @@ type Decoder struct {
 	r      *bufio.Reader
 	off    int64
 	lookup func(uint32) string
+	hdr    [12]byte // scratch for ReadHeader (a local would escape)
+	arena  []byte   // small values are carved from it (see ReadValue)
 }
 
 // NewDecoder reads from r. lookup gives the VR of a tag for implicit VR
@@ -114,6 +122,13 @@ func NewDecoder(r io.Reader, lookup func(uint32) string) *Decoder {
 		br = bufio.NewReaderSize(r, 64<<10)
 	}
 	return &Decoder{r: br, lookup: lookup}
+}
+
+// Reset makes d read from r, keeping its buffer, with the offset at
+// zero.
+func (d *Decoder) Reset(r io.Reader) {
+	d.r.Reset(r)
+	d.off = 0
 }
 
 // Offset is the number of bytes consumed so far.
@@ -138,7 +153,7 @@ func (d *Decoder) Read(p []byte) (int, error) {
 // when the input ends exactly before a header.
 func (d *Decoder) ReadHeader(s Syntax) (Header, error) {
 	start := d.off
-	var b [12]byte
+	b := &d.hdr
 	if err := d.full(b[:4]); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Header{}, io.EOF
@@ -193,6 +208,23 @@ func (d *Decoder) ReadValue(n uint32, max int64) ([]byte, error) {
 	start := d.off
 	if int64(n) > max {
 		return nil, Errorf(start, TooLarge, "value of %d bytes exceeds the limit of %d", n, max)
+	}
+	if n == 0 {
+		return []byte{}, nil
+	}
+	if n <= maxArenaValue {
+		// Header values are mostly a few bytes long: one allocation per
+		// arenaSize bytes instead of one per value. Each value is capped
+		// at its length, so appending to it copies.
+		if int(n) > len(d.arena) {
+			d.arena = make([]byte, arenaSize)
+		}
+		b := d.arena[:n:n]
+		d.arena = d.arena[n:]
+		if err := d.full(b); err != nil {
+			return nil, Errorf(start, Truncated, "truncated value (%d bytes declared)", n)
+		}
+		return b, nil
 	}
 	if n <= maxEagerLen {
 		b := make([]byte, n)
