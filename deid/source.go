@@ -79,7 +79,7 @@ func uidFromBytes(b [16]byte, version byte) string {
 // every instance).
 func decimal128(hi, lo uint64) string {
 	const e19 = 10_000_000_000_000_000_000 // the largest power of 10 below 2^64
-	var chunks [3]uint64                    // 19 digits each, least significant first
+	var chunks [3]uint64                   // 19 digits each, least significant first
 	n := 0
 	for {
 		var rem uint64
