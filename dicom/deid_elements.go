@@ -225,7 +225,7 @@ func (rw *rewrite) private(e *Element, creators map[uint32]string, kept map[uint
 	block := blockOf(t.Group(), uint8(t.Element()>>8))
 	creator, ok := creators[block]
 	if ok {
-		if _, safe := safePrivateTags[privateKey{group: t.Group(), creator: creator, elem: uint8(t.Element())}]; safe {
+		if _, safe := safePrivateTag(privateKey{group: t.Group(), creator: creator, elem: uint8(t.Element())}); safe {
 			kept[block] = true
 			rw.countPrivate(t.Group(), ActionK)
 			return e

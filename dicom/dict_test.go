@@ -33,6 +33,29 @@ func TestDictionary(t *testing.T) {
 			t.Errorf("%v: VR %q, library says %v", d.tag, d.vr, info.VRs)
 		}
 	}
+	for i := 1; i < len(profileRules); i++ {
+		if profileRules[i-1].tag >= profileRules[i].tag {
+			t.Fatalf("profileRules not sorted at %v", profileRules[i].tag)
+		}
+	}
+	for _, r := range profileRules {
+		if got, ok := profileRule(r.tag); !ok || got != r.rule {
+			t.Errorf("profileRule(%v) = %v, %v", r.tag, got, ok)
+		}
+	}
+	for i := 1; i < len(safePrivateTags); i++ {
+		if comparePrivateKeys(safePrivateTags[i-1].key, safePrivateTags[i].key) >= 0 {
+			t.Fatalf("safePrivateTags not sorted at %+v", safePrivateTags[i].key)
+		}
+	}
+	for _, e := range safePrivateTags {
+		if vr, ok := safePrivateTag(e.key); !ok || vr != e.vr {
+			t.Errorf("safePrivateTag(%+v) = %q, %v", e.key, vr, ok)
+		}
+	}
+	if _, ok := safePrivateTag(privateKey{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x22}); ok {
+		t.Error("(0019,xx22) GEMS_ACQU_01 is not in Table E.3.10-1")
+	}
 	tests := []struct {
 		tag     Tag
 		vr      string

@@ -34,7 +34,7 @@ func (t Tag) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
 // Keyword returns the PS3.6 keyword of the tag, or "" when unknown.
 func (t Tag) Keyword() string {
-	if r, ok := profileRules[t]; ok && r.keyword != "" {
+	if r, ok := profileRule(t); ok && r.keyword != "" {
 		return r.keyword
 	}
 	if d, ok := lookupDict(t); ok {
@@ -145,7 +145,7 @@ func lookupVR(u uint32) string {
 		}
 		return "UN"
 	}
-	if r, ok := profileRules[t]; ok && r.vr != "" {
+	if r, ok := profileRule(t); ok && r.vr != "" {
 		return r.vr
 	}
 	if d, ok := lookupDict(t); ok {

@@ -221,11 +221,41 @@ func generate(ref string) ([]byte, error) {
 
 package dicom
 
+import (
+	"cmp"
+	"slices"
+	"strings"
+)
+
 `)
-	fmt.Fprintln(&b, "// profileRules holds the single-tag rows of Table E.1-1.")
-	fmt.Fprintln(&b, "var profileRules = map[Tag]rule{")
+	fmt.Fprintln(&b, `// profileRule returns the single-tag row of Table E.1-1 for t.
+func profileRule(t Tag) (rule, bool) {
+	i, ok := slices.BinarySearchFunc(profileRules[:], t, func(r taggedRule, t Tag) int { return cmp.Compare(r.tag, t) })
+	if !ok {
+		return rule{}, false
+	}
+	return profileRules[i].rule, true
+}
+
+// taggedRule is a single-tag row of Table E.1-1.
+type taggedRule struct {
+	tag Tag
+	rule
+}
+
+// profileRules holds the single-tag rows of Table E.1-1, sorted by tag. A
+// static table, unlike a map, costs nothing when the program starts.`)
+	fmt.Fprintln(&b, "var profileRules = [...]taggedRule{")
 	var special []string
 	n := 0
+	// Exact rows first, by tag (the table lists them by tag already).
+	sort.SliceStable(profile, func(i, j int) bool {
+		ei, ej := profile[i]["match"] == "exact", profile[j]["match"] == "exact"
+		if ei != ej {
+			return ei
+		}
+		return ei && strings.ToUpper(profile[i]["tag_hex"]) < strings.ToUpper(profile[j]["tag_hex"])
+	})
 	for _, row := range profile {
 		switch row["match"] {
 		case "exact":
@@ -237,11 +267,11 @@ package dicom
 			if err != nil {
 				return nil, err
 			}
-			fmt.Fprintf(&b, "\t0x%08X: ", t)
+			fmt.Fprintf(&b, "\t{0x%08X, rule", t)
 			if err := rule(&b, row, vr); err != nil {
 				return nil, err
 			}
-			fmt.Fprintf(&b, ", // %s\n", row["name"])
+			fmt.Fprintf(&b, "}, // %s\n", row["name"])
 			n++
 		case "repeating_group", "private_odd_group":
 			var name, vr string
@@ -278,8 +308,11 @@ package dicom
 		return nil, fmt.Errorf("table E.1-1: %d single-tag rows and %d pattern rows, want 653 and 4", n, len(special))
 	}
 
-	fmt.Fprintln(&b, "// safePrivateTags holds Table E.3.10-1: (group, private creator, element low byte) → VR.")
-	fmt.Fprintln(&b, "var safePrivateTags = map[privateKey]string{")
+	type safeRow struct {
+		key privateKeyGen
+		vr  string
+	}
+	var rows []safeRow
 	for _, row := range safe {
 		g, err := strconv.ParseUint(row["group"], 16, 16)
 		if err != nil {
@@ -289,10 +322,57 @@ package dicom
 		if err != nil {
 			return nil, fmt.Errorf("safe private element %q: %w", row["element_low_byte"], err)
 		}
-		fmt.Fprintf(&b, "\t{group: 0x%04X, creator: %q, elem: 0x%02X}: %q,\n", g, row["private_creator"], e, row["vr"])
+		rows = append(rows, safeRow{privateKeyGen{uint16(g), row["private_creator"], uint8(e)}, row["vr"]})
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].key.less(rows[j].key) })
+	fmt.Fprintln(&b, `// safePrivateTag returns the VR of a safe private attribute (Table
+// E.3.10-1), or false.
+func safePrivateTag(k privateKey) (string, bool) {
+	i, ok := slices.BinarySearchFunc(safePrivateTags[:], k, func(e safePrivateEntry, k privateKey) int { return comparePrivateKeys(e.key, k) })
+	if !ok {
+		return "", false
+	}
+	return safePrivateTags[i].vr, true
+}
+
+// comparePrivateKeys orders private keys by group, private creator and
+// element low byte.
+func comparePrivateKeys(a, b privateKey) int {
+	return cmp.Or(cmp.Compare(a.group, b.group), strings.Compare(a.creator, b.creator), cmp.Compare(a.elem, b.elem))
+}
+
+// safePrivateEntry is a row of Table E.3.10-1.
+type safePrivateEntry struct {
+	key privateKey
+	vr  string
+}
+
+// safePrivateTags holds Table E.3.10-1, sorted by group, private creator
+// and element low byte (see comparePrivateKeys).`)
+	fmt.Fprintln(&b, "var safePrivateTags = [...]safePrivateEntry{")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "\t{privateKey{group: 0x%04X, creator: %q, elem: 0x%02X}, %q},\n", r.key.group, r.key.creator, r.key.elem, r.vr)
 	}
 	fmt.Fprintln(&b, "}")
 	return format.Source(b.Bytes())
+}
+
+// privateKeyGen mirrors the dicom package's privateKey; less orders as
+// its comparePrivateKeys does.
+type privateKeyGen struct {
+	group   uint16
+	creator string
+	elem    uint8
+}
+
+func (a privateKeyGen) less(b privateKeyGen) bool {
+	if a.group != b.group {
+		return a.group < b.group
+	}
+	if a.creator != b.creator {
+		return a.creator < b.creator
+	}
+	return a.elem < b.elem
 }
 
 // dictModule is the module whose PS3.6 dictionary dict_gen.go copies.
