@@ -121,7 +121,7 @@ func (rw *rewrite) list(elems []*Element, depth int) []*Element {
 		}
 	}
 	kept := map[uint32]bool{}
-	out := make([]*Element, 0, len(elems))
+	out := rw.mem.pointers(len(elems))
 	for _, e := range elems {
 		if ne := rw.element(e, depth, creators, kept); ne != nil {
 			out = append(out, ne)
@@ -198,7 +198,7 @@ func (rw *rewrite) unlisted(e *Element, depth int) *Element {
 		return e
 	case vr == "PN":
 		rw.count(e.Tag, e.Tag.Keyword()+" (unlisted person name)", ActionNone, ActionZ)
-		return withValue(e, nil)
+		return rw.withValue(e, nil)
 	case vr == "LT" || vr == "ST" || vr == "UT" || vr == "UC" || vr == "LO" || vr == "SH":
 		free := vr != "LO" && vr != "SH"
 		v := rw.scrub(e.Value, free)
@@ -206,7 +206,7 @@ func (rw *rewrite) unlisted(e *Element, depth int) *Element {
 			return e
 		}
 		rw.count(e.Tag, e.Tag.Keyword()+" (unlisted text, cleaned)", ActionNone, ActionC)
-		return withValue(e, v)
+		return rw.withValue(e, v)
 	}
 	return e
 }
@@ -243,17 +243,17 @@ func (rw *rewrite) apply(e *Element, a Action, depth int) *Element {
 		return nil
 	case ActionZ:
 		if e.IsSequence() {
-			ne := *e
+			ne := rw.mem.copyOf(e)
 			ne.Items = nil
-			return &ne
+			return ne
 		}
-		return withValue(e, nil)
+		return rw.withValue(e, nil)
 	case ActionK, ActionNone:
 		if e.IsSequence() {
 			return rw.recurse(e, depth)
 		}
 		if e.Tag == tagPatientAge {
-			return withValue(e, []byte(capAge(e.String())))
+			return rw.withValue(e, []byte(capAge(e.String())))
 		}
 		return e
 	case ActionD:
@@ -266,7 +266,7 @@ func (rw *rewrite) apply(e *Element, a Action, depth int) *Element {
 		case vr == "UI":
 			return rw.remap(e)
 		}
-		return withValue(e, dummy(vr))
+		return rw.withValue(e, dummy(vr))
 	case ActionU:
 		if e.IsSequence() {
 			return rw.recurse(e, depth)
@@ -280,23 +280,24 @@ func (rw *rewrite) apply(e *Element, a Action, depth int) *Element {
 
 // recurse applies the profile to the items of a sequence.
 func (rw *rewrite) recurse(e *Element, depth int) *Element {
-	ne := *e
+	ne := rw.mem.copyOf(e)
 	ne.Items = make([]*Item, len(e.Items))
 	for i, it := range e.Items {
 		ne.Items[i] = &Item{Elements: rw.list(it.Elements, depth+1), Offset: it.Offset}
 	}
-	return &ne
+	return ne
 }
 
 // remap queues a UI element for new UIDs (filled in by resolveUIDs).
 func (rw *rewrite) remap(e *Element) *Element {
-	ne := *e
-	rw.fixups = append(rw.fixups, fixup{e: &ne, originals: splitValues(e.Value)})
-	return &ne
+	ne := rw.mem.copyOf(e)
+	rw.fixups = append(rw.fixups, fixup{e: ne, originals: splitValues(e.Value)})
+	return ne
 }
 
-func withValue(e *Element, v []byte) *Element {
-	ne := *e
+// withValue returns a copy of e with value v (padded to even length).
+func (rw *rewrite) withValue(e *Element, v []byte) *Element {
+	ne := rw.mem.copyOf(e)
 	vr := effectiveVR(e)
 	if len(v)%2 == 1 {
 		if vr == "UI" || isBinaryVR(vr) {
@@ -308,7 +309,7 @@ func withValue(e *Element, v []byte) *Element {
 	ne.Value = v
 	ne.Length = uint32(len(v))
 	ne.Items = nil
-	return &ne
+	return ne
 }
 
 // effectiveVR is the VR to interpret a value by: for UN, what the
@@ -404,13 +405,13 @@ func (rw *rewrite) clean(e *Element, vr string, depth int) *Element {
 	case "DA", "DT":
 		v, ok := shiftDates(e.Value, vr, rw.patient.OffsetDays)
 		if !ok {
-			return withValue(e, nil)
+			return rw.withValue(e, nil)
 		}
-		return withValue(e, v)
+		return rw.withValue(e, v)
 	case "TM", "AE", "CS", "AS":
 		return e
 	case "LO", "SH", "ST", "LT", "UT", "UC", "PN":
-		return withValue(e, rw.scrub(e.Value, true))
+		return rw.withValue(e, rw.scrub(e.Value, true))
 	}
 	return nil
 }
@@ -496,7 +497,7 @@ func (rw *rewrite) scrub(v []byte, free bool) []byte {
 		return nil
 	}
 	if rw.tokens == nil {
-		rw.tokens = identifyingTokens(rw.hdr, rw.d.cols)
+		rw.tokens = identifyingTokens(rw.hdr, rw.d.cols, rw.mem)
 	}
 	rw.low = asciiLowerTo(rw.low[:0], v)
 	low := rw.low
@@ -570,9 +571,11 @@ type tokens struct {
 // left out: they go anyway, and vendor strings in them ("SIEMENS") would
 // mask harmless text. It runs once per instance that has text to clean,
 // so it works on the value bytes without allocating per token.
-func identifyingTokens(elems []*Element, cols []int) *tokens {
-	strong := tokenSet{buf: make([]byte, 0, 1024), spans: make([][2]int, 0, 64)}
-	weak := tokenSet{buf: make([]byte, 0, 512), spans: make([][2]int, 0, 32)}
+func identifyingTokens(elems []*Element, cols []int, mem *scratch) *tokens {
+	strong, weak := new(tokenSet), new(tokenSet)
+	if mem != nil {
+		strong, weak = &mem.strong, &mem.weak
+	}
 	var walk func([]*Element)
 	walk = func(elems []*Element) {
 		for _, e := range elems {
@@ -623,7 +626,17 @@ func identifyingTokens(elems []*Element, cols []int) *tokens {
 		}
 	}
 	walk(elems)
-	return &tokens{strong: strong.list(), weak: weak.list()}
+	var lists [][]byte
+	if mem != nil {
+		lists = mem.list[:0]
+	}
+	lists = strong.list(lists)
+	n := len(lists)
+	lists = weak.list(lists)
+	if mem != nil {
+		mem.list = lists // keep the capacity for the next instance
+	}
+	return &tokens{strong: lists[:n:n], weak: lists[n:]}
 }
 
 // dateSpellings are the common spellings of a date looked for in text:
@@ -667,19 +680,28 @@ func (ts *tokenSet) addJoined(parts [3][]byte, sep byte) {
 	ts.spans = append(ts.spans, [2]int{start, len(ts.buf)})
 }
 
-// list returns the distinct tokens, longest first, then in byte order.
-func (ts *tokenSet) list() [][]byte {
-	out := make([][]byte, len(ts.spans))
-	for i, s := range ts.spans {
-		out[i] = ts.buf[s[0]:s[1]:s[1]]
+// list appends the distinct tokens to dst, longest first, then in byte
+// order.
+func (ts *tokenSet) list(dst [][]byte) [][]byte {
+	start := len(dst)
+	for _, s := range ts.spans {
+		dst = append(dst, ts.buf[s[0]:s[1]:s[1]])
 	}
+	out := dst[start:]
 	slices.SortFunc(out, func(a, b []byte) int {
 		if len(a) != len(b) {
 			return len(b) - len(a)
 		}
 		return bytes.Compare(a, b)
 	})
-	return slices.CompactFunc(out, bytes.Equal)
+	return dst[:start+len(slices.CompactFunc(out, bytes.Equal))]
+}
+
+// reset empties ts, keeping its memory.
+func (ts *tokenSet) reset() {
+	clear(ts.buf)
+	ts.buf = ts.buf[:0]
+	ts.spans = ts.spans[:0]
 }
 
 // values calls f with each value of a multi-valued text element, trimmed

@@ -121,7 +121,9 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 		buf.Reset(nil)
 		pool.Put(buf)
 	}()
-	rd, err := newReader(src, d.ropts, buf)
+	mem := getScratch()
+	defer mem.release()
+	rd, err := newReader(src, d.ropts, buf, mem)
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +144,7 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 		return nil, fmt.Errorf("dicom: pseudonym: %w", err)
 	}
 	rw := d.newRewrite(patient, sum, rd.TransferSyntax())
+	rw.mem = mem
 	rw.report.Problems = validate(header, &sum, rd.Offset())
 
 	out := rw.header(header)
@@ -364,6 +367,10 @@ func (d *Deidentifier) UIDs(r io.Reader) ([]string, error) {
 // readHeader reads the top-level elements up to and including Pixel Data
 // (returned as pixel; nil when there is none).
 func readHeader(rd *Reader) (header []*Element, pixel *Element, err error) {
+	if rd.mem != nil {
+		header = rd.mem.hdr[:0]
+		defer func() { rd.mem.hdr = header }()
+	}
 	for {
 		e, err := rd.Next()
 		if err == io.EOF {
@@ -419,6 +426,7 @@ type rewrite struct {
 	tokens  *tokens // identifying values, for cleaning text
 	low     []byte  // scratch space for scrub
 	hdr     []*Element
+	mem     *scratch // nil outside Rewrite
 	report  *Report
 	counts  []countKey // one per action taken
 }
@@ -489,7 +497,11 @@ func (rw *rewrite) resolveUIDs(ctx context.Context, key, extra string) (string, 
 // that say how.
 func (rw *rewrite) header(elems []*Element) []*Element {
 	rw.hdr = elems
-	rw.counts = make([]countKey, 0, len(elems))
+	if rw.mem != nil {
+		rw.counts = rw.mem.counts[:0]
+	} else {
+		rw.counts = make([]countKey, 0, len(elems))
+	}
 	out := rw.list(elems, 0)
 	p := rw.patient.Pseudonym
 	set := func(e *Element) {
@@ -550,6 +562,9 @@ func (rw *rewrite) finishReport(out []*Element, newInstance string) {
 func (rw *rewrite) closeReport() *Report {
 	r := rw.report
 	slices.SortFunc(rw.counts, compareCounts)
+	if rw.mem != nil {
+		rw.mem.counts = rw.counts // keep the capacity for the next instance
+	}
 	r.Actions = make([]ActionCount, 0, len(rw.counts))
 	for i, k := range rw.counts {
 		if i > 0 && compareCounts(k, rw.counts[i-1]) == 0 {

@@ -76,12 +76,16 @@ type Reader struct {
 	sum   Summary
 	err   error
 	slab  []Element // elements are allocated from it, a chunk at a time
+	mem   *scratch  // when Rewrite owns the Reader
 }
 
 // newElement returns a zero Element. Elements come from chunks, one
 // allocation per elementChunk elements; a caller holding one element keeps
 // its chunk alive, which is bounded and small.
 func (rd *Reader) newElement() *Element {
+	if rd.mem != nil {
+		return rd.mem.element()
+	}
 	if len(rd.slab) == 0 {
 		rd.slab = make([]Element, elementChunk)
 	}
@@ -97,13 +101,14 @@ const elementChunk = 32
 // reason ReasonNoPreamble, ReasonNoMeta, ReasonNoTransferSyntax,
 // ReasonUnsupportedSyntax, ReasonMalformed or ReasonTruncated.
 func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
-	return newReader(r, opts, nil)
+	return newReader(r, opts, nil, nil)
 }
 
 // newReader is NewReader reading through buf (reset to read r) when it is
-// not nil, so that a caller that knows when the Reader is done can reuse
-// buffers.
-func newReader(r io.Reader, opts ReaderOptions, buf *bufio.Reader) (*Reader, error) {
+// not nil, and taking elements and values from mem when it is not nil, so
+// that a caller that knows when the Reader and its elements are done with
+// can reuse memory.
+func newReader(r io.Reader, opts ReaderOptions, buf *bufio.Reader, mem *scratch) (*Reader, error) {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
@@ -116,7 +121,10 @@ func newReader(r io.Reader, opts ReaderOptions, buf *bufio.Reader) (*Reader, err
 	} else {
 		src = bufferFor(r)
 	}
-	rd := &Reader{dec: wire.NewDecoder(src, lookupVR), opts: opts}
+	rd := &Reader{dec: wire.NewDecoder(src, lookupVR), opts: opts, mem: mem}
+	if mem != nil {
+		rd.dec.SetArena(mem.vals)
+	}
 	if err := rd.readPreambleAndMeta(); err != nil {
 		return nil, err
 	}

@@ -12,13 +12,23 @@ import (
 	"strings"
 )
 
-// profileRule returns the single-tag row of Table E.1-1 for t.
+// profileRule returns the single-tag row of Table E.1-1 for t. It runs
+// several times per element: the binary search is written out, which
+// makes it several times faster than with a comparison function.
 func profileRule(t Tag) (rule, bool) {
-	i, ok := slices.BinarySearchFunc(profileRules[:], t, func(r taggedRule, t Tag) int { return cmp.Compare(r.tag, t) })
-	if !ok {
-		return rule{}, false
+	lo, hi := 0, len(profileRules)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if profileRules[m].tag < t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
 	}
-	return profileRules[i].rule, true
+	if lo < len(profileRules) && profileRules[lo].tag == t {
+		return profileRules[lo].rule, true
+	}
+	return rule{}, false
 }
 
 // taggedRule is a single-tag row of Table E.1-1.

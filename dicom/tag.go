@@ -1,9 +1,6 @@
 package dicom
 
-import (
-	"fmt"
-	"sort"
-)
+import "fmt"
 
 // Tag is a data element tag, group in the high 16 bits.
 type Tag uint32
@@ -122,9 +119,17 @@ func lookupDict(t Tag) (dictEntry, bool) {
 		g = 0x6000
 	}
 	t = NewTag(g, t.Element())
-	i := sort.Search(len(dictionary), func(i int) bool { return dictionary[i].tag >= t })
-	if i < len(dictionary) && dictionary[i].tag == t {
-		return dictionary[i], true
+	lo, hi := 0, len(dictionary)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if dictionary[m].tag < t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(dictionary) && dictionary[lo].tag == t {
+		return dictionary[lo], true
 	}
 	return dictEntry{}, false
 }

@@ -118,7 +118,11 @@ func TestIdentifyingTokens(t *testing.T) {
 			return nil
 		}
 		for _, c := range cols {
-			sameTokens(t, p, identifyingTokens(header, c), refIdentifyingTokens(header, c))
+			sameTokens(t, p, identifyingTokens(header, c, nil), refIdentifyingTokens(header, c))
+			// With reused memory, as Rewrite calls it.
+			mem := getScratch()
+			sameTokens(t, p, identifyingTokens(header, c, mem), refIdentifyingTokens(header, c))
+			mem.release()
 		}
 		n++
 		return nil
@@ -149,6 +153,6 @@ func TestIdentifyingTokens(t *testing.T) {
 			{Tag: tagStudyDate, VR: "DA", Value: []byte([]string{"20240229", "20230229", "20241131", "00000101", "99991231", "2024013", "20240100\\19610423 "}[i%7])},
 			{Tag: 0x00081040, VR: "LO", Value: pick(text, 40)}, // Institutional Department Name
 		}
-		sameTokens(t, "random", identifyingTokens(elems, nil), refIdentifyingTokens(elems, nil))
+		sameTokens(t, "random", identifyingTokens(elems, nil, nil), refIdentifyingTokens(elems, nil))
 	}
 }

@@ -131,6 +131,10 @@ func (d *Decoder) Reset(r io.Reader) {
 	d.off = 0
 }
 
+// SetArena gives d memory to carve small values from (see ReadValue), for
+// a caller that reuses it once it is done with the values.
+func (d *Decoder) SetArena(b []byte) { d.arena = b }
+
 // Offset is the number of bytes consumed so far.
 func (d *Decoder) Offset() int64 { return d.off }
 
