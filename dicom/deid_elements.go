@@ -576,6 +576,22 @@ func identifyingTokens(elems []*Element, cols []int, mem *scratch) *tokens {
 	if mem != nil {
 		strong, weak = &mem.strong, &mem.weak
 	}
+	// The same date usually fills several attributes (study, series,
+	// acquisition, content): its spellings are added once.
+	var dates [16][8]byte
+	nDates := 0
+	newDate := func(d []byte) bool {
+		for _, x := range dates[:nDates] {
+			if string(x[:]) == string(d) {
+				return false
+			}
+		}
+		if nDates < len(dates) {
+			copy(dates[nDates][:], d)
+			nDates++
+		}
+		return true
+	}
 	var walk func([]*Element)
 	walk = func(elems []*Element) {
 		for _, e := range elems {
@@ -614,7 +630,7 @@ func identifyingTokens(elems []*Element, cols []int, mem *scratch) *tokens {
 				})
 			case "DA":
 				values(e.Value, func(d []byte) {
-					if !isDate(d) {
+					if !isDate(d) || !newDate(d) {
 						return
 					}
 					ymd := [3][]byte{d[0:4], d[4:6], d[6:8]}

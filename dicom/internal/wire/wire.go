@@ -156,6 +156,15 @@ func (d *Decoder) Read(p []byte) (int, error) {
 // ReadHeader reads the next header. It returns io.EOF, and only io.EOF,
 // when the input ends exactly before a header.
 func (d *Decoder) ReadHeader(s Syntax) (Header, error) {
+	if b, _ := d.r.Peek(12); len(b) == 12 {
+		// The common case, without a call per header field: the whole
+		// header is buffered.
+		if h, n, ok := d.parseHeader(s, b); ok {
+			d.r.Discard(n)
+			d.off += int64(n)
+			return h, nil
+		}
+	}
 	start := d.off
 	b := &d.hdr
 	if err := d.full(b[:4]); err != nil {
@@ -194,6 +203,33 @@ func (d *Decoder) ReadHeader(s Syntax) (Header, error) {
 		h.Length = uint32(o.Uint16(b[6:8]))
 	}
 	return h, nil
+}
+
+// parseHeader parses the header at the start of b (12 bytes) and returns
+// its length; ok is false when the VR bytes are invalid (ReadHeader then
+// reports the error).
+func (d *Decoder) parseHeader(s Syntax, b []byte) (h Header, n int, ok bool) {
+	o := s.order()
+	tag := uint32(o.Uint16(b[0:2]))<<16 | uint32(o.Uint16(b[2:4]))
+	h = Header{Tag: tag, Offset: d.off}
+	if tag>>16 == itemGroup || s.Implicit {
+		h.Length = o.Uint32(b[4:8])
+		if tag>>16 != itemGroup {
+			h.VR = d.lookup(tag)
+		}
+		return h, 8, true
+	}
+	vr, ok := ParseVR(b[4], b[5])
+	if !ok {
+		return Header{}, 0, false
+	}
+	h.VR = vr
+	if LongLength(vr) {
+		h.Length = o.Uint32(b[8:12])
+		return h, 12, true
+	}
+	h.Length = uint32(o.Uint16(b[6:8]))
+	return h, 8, true
 }
 
 func (d *Decoder) full(p []byte) error {
@@ -315,13 +351,24 @@ var vrs = [...]string{
 
 // ParseVR returns the VR spelled by two bytes, as a shared constant string.
 func ParseVR(a, b byte) (string, bool) {
-	for _, v := range vrs {
-		if v[0] == a && v[1] == b {
-			return v, true
-		}
+	if a < 'A' || a > 'Z' || b < 'A' || b > 'Z' {
+		return "", false
 	}
-	return "", false
+	i := vrIndex[a-'A'][b-'A']
+	if i == 0 {
+		return "", false
+	}
+	return vrs[i-1], true
 }
+
+// vrIndex maps the two letters of a VR to 1 + its index in vrs (0: not
+// a VR): ParseVR runs for every element header.
+var vrIndex = func() (t [26][26]uint8) {
+	for i, v := range vrs {
+		t[v[0]-'A'][v[1]-'A'] = uint8(i + 1)
+	}
+	return t
+}()
 
 // LongLength reports whether an explicit-VR header of this VR has a 32-bit
 // length (PS3.5 Table 7.1-1).
