@@ -224,11 +224,13 @@ func deidDICOM(ctx context.Context, env *cli, p deid.Profile, src deid.Source, o
 	}
 	fmt.Fprintf(stdout, "\nprofile %s: %d de-identified, %d may show burned-in text (withhold them), %d failed\n", p, len(reports), withheld, failed)
 	fmt.Fprintf(stdout, "attributes removed or emptied: %d; by action:\n", removed)
-	byAction := map[string]int{}
-	for _, a := range dicom.MergeActions(reports...) {
-		byAction[a.Applied.String()] += a.Count
+	var byAction [256]int // indexed by dicom.Action
+	for _, r := range reports {
+		for _, a := range r.Actions {
+			byAction[a.Applied] += a.Count
+		}
 	}
-	for _, a := range []string{"X", "Z", "D", "U", "C", "K"} {
+	for _, a := range []dicom.Action{dicom.ActionX, dicom.ActionZ, dicom.ActionD, dicom.ActionU, dicom.ActionC, dicom.ActionK} {
 		if byAction[a] > 0 {
 			fmt.Fprintf(stdout, "  %-2s %d\n", a, byAction[a])
 		}
