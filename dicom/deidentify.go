@@ -565,7 +565,13 @@ func (rw *rewrite) closeReport() *Report {
 	if rw.mem != nil {
 		rw.mem.counts = rw.counts // keep the capacity for the next instance
 	}
-	r.Actions = make([]ActionCount, 0, len(rw.counts))
+	distinct := 0
+	for i := range rw.counts {
+		if i == 0 || compareCounts(rw.counts[i], rw.counts[i-1]) != 0 {
+			distinct++
+		}
+	}
+	r.Actions = make([]ActionCount, 0, distinct)
 	for i, k := range rw.counts {
 		if i > 0 && compareCounts(k, rw.counts[i-1]) == 0 {
 			r.Actions[len(r.Actions)-1].Count++
