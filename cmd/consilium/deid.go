@@ -100,7 +100,7 @@ func deidCommand(ctx context.Context, env *cli, args []string) error {
 		if err != nil {
 			return usagef("%v", err)
 		}
-		return deidDICOM(ctx, env, p, src, *out, *patientKey, *jobs, fset.Args())
+		return deidDICOM(ctx, env, p, newMemoSource(src), *out, *patientKey, *jobs, fset.Args())
 	}
 	if *profile == "" {
 		*profile = deid.Shifted
@@ -242,6 +242,81 @@ func deidDICOM(ctx context.Context, env *cli, p deid.Profile, src deid.Source, o
 		return fmt.Errorf("%d of %d inputs failed", failed, len(files))
 	}
 	return nil
+}
+
+// memoSource remembers what a source said: a series repeats its patient
+// and most of its UIDs (study, series, frame of reference, references) in
+// every instance, and deriving each again was a dozen HMACs per instance.
+// A Source gives the same answers for the same patient key and original
+// UIDs (see deid.Source), so this changes no output. It forgets everything
+// when it holds memoMax entries.
+type memoSource struct {
+	src      deid.Source
+	mu       sync.Mutex
+	patients map[string]deid.Patient
+	uids     map[[2]string]string // {patient key, original}
+}
+
+const memoMax = 4096
+
+func newMemoSource(src deid.Source) *memoSource {
+	return &memoSource{src: src, patients: map[string]deid.Patient{}, uids: map[[2]string]string{}}
+}
+
+func (m *memoSource) Patient(ctx context.Context, key string) (deid.Patient, error) {
+	m.mu.Lock()
+	p, ok := m.patients[key]
+	m.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	p, err := m.src.Patient(ctx, key)
+	if err != nil {
+		return p, err
+	}
+	m.mu.Lock()
+	if len(m.patients) >= memoMax {
+		clear(m.patients)
+	}
+	m.patients[key] = p
+	m.mu.Unlock()
+	return p, nil
+}
+
+func (m *memoSource) UIDs(ctx context.Context, key string, originals []string) ([]string, error) {
+	out := make([]string, len(originals))
+	var missing []string
+	var at []int // where each missing UID goes in out
+	m.mu.Lock()
+	for i, o := range originals {
+		u, ok := m.uids[[2]string{key, o}]
+		if !ok {
+			missing = append(missing, o)
+			at = append(at, i)
+		}
+		out[i] = u
+	}
+	m.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	news, err := m.src.UIDs(ctx, key, missing)
+	if err != nil {
+		return nil, err
+	}
+	if len(news) != len(missing) {
+		return nil, fmt.Errorf("pseudonym source returned %d UIDs for %d", len(news), len(missing))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.uids)+len(missing) > memoMax {
+		clear(m.uids)
+	}
+	for j, o := range missing {
+		out[at[j]] = news[j]
+		m.uids[[2]string{key, o}] = news[j]
+	}
+	return out, nil
 }
 
 // outNames hands out output names: two inputs may hold the same instance
