@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 
 	"github.com/consilium/consilium/storage"
 )
@@ -38,6 +40,10 @@ type KeyedOptions struct {
 type Keyed struct {
 	secret []byte
 	rec    *mapping // nil without a store
+	// domains holds, per domain, the HMAC state after the key and the
+	// domain prefix: mac clones it instead of keying a new HMAC for each
+	// of the dozen values of every instance. Never written after NewKeyed.
+	domains map[string]hash.Cloner
 }
 
 var (
@@ -52,7 +58,15 @@ func NewKeyed(secret []byte, opts KeyedOptions) (*Keyed, error) {
 	if len(secret) < MinSecretSize {
 		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrShortSecret, len(secret), MinSecretSize)
 	}
-	k := &Keyed{secret: append([]byte(nil), secret...)}
+	k := &Keyed{secret: append([]byte(nil), secret...), domains: map[string]hash.Cloner{}}
+	for _, d := range []string{"pseudonym", "offset", "uid"} {
+		m := hmac.New(sha256.New, k.secret)
+		m.Reset() // keeps the keyed states, so Sum restores rather than recomputes
+		m.Write([]byte("consilium/deid/v1/" + d + "\x00"))
+		if c, ok := m.(hash.Cloner); ok {
+			k.domains[d] = c
+		}
+	}
 	if opts.Store != nil {
 		nameKey := opts.NameKey
 		if len(nameKey) == 0 {
@@ -70,6 +84,12 @@ func NewKeyed(secret []byte, opts KeyedOptions) (*Keyed, error) {
 // mac is HMAC-SHA256(secret, "consilium/deid/v1/<domain>\x00" || s). The
 // domain keeps the pseudonym, the offset and UIDs independent.
 func (k *Keyed) mac(domain, s string) []byte {
+	if base, ok := k.domains[domain]; ok {
+		if m, err := base.Clone(); err == nil {
+			io.WriteString(m, s)
+			return m.Sum(nil)
+		}
+	}
 	m := hmac.New(sha256.New, k.secret)
 	m.Write([]byte("consilium/deid/v1/" + domain + "\x00"))
 	m.Write([]byte(s))

@@ -100,7 +100,7 @@ type privateKey struct {
 // ruleFor returns the Table E.1-1 row that applies to t, if any: the
 // single-tag rows, then the curve, overlay and private patterns.
 func ruleFor(t Tag) (rule, bool) {
-	if r, ok := profileRules[t]; ok {
+	if r, ok := profileRule(t); ok {
 		return r, true
 	}
 	g := t.Group()

@@ -3,7 +3,6 @@ package dicom
 import (
 	"bytes"
 	"cmp"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,13 +75,36 @@ type countKey struct {
 	private       bool
 }
 
+// count records one action; closeReport adds them up.
 func (rw *rewrite) count(t Tag, keyword string, rule, applied Action) {
-	rw.counts[countKey{tag: t, keyword: keyword, rule: rule, applied: applied}]++
+	rw.counts = append(rw.counts, countKey{tag: t, keyword: keyword, rule: rule, applied: applied})
 }
 
+// countPrivate records one action on a private attribute; closeReport
+// names the group.
 func (rw *rewrite) countPrivate(group uint16, applied Action) {
-	k := countKey{tag: NewTag(group, 0), keyword: fmt.Sprintf("private attributes of group %04X", group), rule: ActionX, applied: applied, private: true}
-	rw.counts[k]++
+	rw.counts = append(rw.counts, countKey{tag: NewTag(group, 0), rule: ActionX, applied: applied, private: true})
+}
+
+// compareCounts orders count keys as the report lists them (see
+// sortActions), ties broken by the other fields.
+func compareCounts(a, b countKey) int {
+	switch {
+	case a.tag != b.tag:
+		return cmp.Compare(a.tag, b.tag)
+	case a.applied != b.applied:
+		return cmp.Compare(a.applied, b.applied)
+	case a.keyword != b.keyword:
+		return strings.Compare(a.keyword, b.keyword)
+	case a.rule != b.rule:
+		return cmp.Compare(a.rule, b.rule)
+	case a.private != b.private:
+		if a.private {
+			return 1
+		}
+		return -1
+	}
+	return 0
 }
 
 // list de-identifies the elements of a dataset or item.
@@ -99,7 +121,7 @@ func (rw *rewrite) list(elems []*Element, depth int) []*Element {
 		}
 	}
 	kept := map[uint32]bool{}
-	out := make([]*Element, 0, len(elems))
+	out := rw.mem.pointers(len(elems))
 	for _, e := range elems {
 		if ne := rw.element(e, depth, creators, kept); ne != nil {
 			out = append(out, ne)
@@ -176,7 +198,7 @@ func (rw *rewrite) unlisted(e *Element, depth int) *Element {
 		return e
 	case vr == "PN":
 		rw.count(e.Tag, e.Tag.Keyword()+" (unlisted person name)", ActionNone, ActionZ)
-		return withValue(e, nil)
+		return rw.withValue(e, nil)
 	case vr == "LT" || vr == "ST" || vr == "UT" || vr == "UC" || vr == "LO" || vr == "SH":
 		free := vr != "LO" && vr != "SH"
 		v := rw.scrub(e.Value, free)
@@ -184,7 +206,7 @@ func (rw *rewrite) unlisted(e *Element, depth int) *Element {
 			return e
 		}
 		rw.count(e.Tag, e.Tag.Keyword()+" (unlisted text, cleaned)", ActionNone, ActionC)
-		return withValue(e, v)
+		return rw.withValue(e, v)
 	}
 	return e
 }
@@ -203,7 +225,7 @@ func (rw *rewrite) private(e *Element, creators map[uint32]string, kept map[uint
 	block := blockOf(t.Group(), uint8(t.Element()>>8))
 	creator, ok := creators[block]
 	if ok {
-		if _, safe := safePrivateTags[privateKey{group: t.Group(), creator: creator, elem: uint8(t.Element())}]; safe {
+		if _, safe := safePrivateTag(privateKey{group: t.Group(), creator: creator, elem: uint8(t.Element())}); safe {
 			kept[block] = true
 			rw.countPrivate(t.Group(), ActionK)
 			return e
@@ -221,17 +243,17 @@ func (rw *rewrite) apply(e *Element, a Action, depth int) *Element {
 		return nil
 	case ActionZ:
 		if e.IsSequence() {
-			ne := *e
+			ne := rw.mem.copyOf(e)
 			ne.Items = nil
-			return &ne
+			return ne
 		}
-		return withValue(e, nil)
+		return rw.withValue(e, nil)
 	case ActionK, ActionNone:
 		if e.IsSequence() {
 			return rw.recurse(e, depth)
 		}
 		if e.Tag == tagPatientAge {
-			return withValue(e, []byte(capAge(e.String())))
+			return rw.withValue(e, []byte(capAge(e.String())))
 		}
 		return e
 	case ActionD:
@@ -244,7 +266,7 @@ func (rw *rewrite) apply(e *Element, a Action, depth int) *Element {
 		case vr == "UI":
 			return rw.remap(e)
 		}
-		return withValue(e, dummy(vr))
+		return rw.withValue(e, dummy(vr))
 	case ActionU:
 		if e.IsSequence() {
 			return rw.recurse(e, depth)
@@ -258,23 +280,24 @@ func (rw *rewrite) apply(e *Element, a Action, depth int) *Element {
 
 // recurse applies the profile to the items of a sequence.
 func (rw *rewrite) recurse(e *Element, depth int) *Element {
-	ne := *e
+	ne := rw.mem.copyOf(e)
 	ne.Items = make([]*Item, len(e.Items))
 	for i, it := range e.Items {
 		ne.Items[i] = &Item{Elements: rw.list(it.Elements, depth+1), Offset: it.Offset}
 	}
-	return &ne
+	return ne
 }
 
 // remap queues a UI element for new UIDs (filled in by resolveUIDs).
 func (rw *rewrite) remap(e *Element) *Element {
-	ne := *e
-	rw.fixups = append(rw.fixups, fixup{e: &ne, originals: splitValues(e.Value)})
-	return &ne
+	ne := rw.mem.copyOf(e)
+	rw.fixups = append(rw.fixups, fixup{e: ne, originals: splitValues(e.Value)})
+	return ne
 }
 
-func withValue(e *Element, v []byte) *Element {
-	ne := *e
+// withValue returns a copy of e with value v (padded to even length).
+func (rw *rewrite) withValue(e *Element, v []byte) *Element {
+	ne := rw.mem.copyOf(e)
 	vr := effectiveVR(e)
 	if len(v)%2 == 1 {
 		if vr == "UI" || isBinaryVR(vr) {
@@ -286,7 +309,7 @@ func withValue(e *Element, v []byte) *Element {
 	ne.Value = v
 	ne.Length = uint32(len(v))
 	ne.Items = nil
-	return &ne
+	return ne
 }
 
 // effectiveVR is the VR to interpret a value by: for UN, what the
@@ -382,13 +405,13 @@ func (rw *rewrite) clean(e *Element, vr string, depth int) *Element {
 	case "DA", "DT":
 		v, ok := shiftDates(e.Value, vr, rw.patient.OffsetDays)
 		if !ok {
-			return withValue(e, nil)
+			return rw.withValue(e, nil)
 		}
-		return withValue(e, v)
+		return rw.withValue(e, v)
 	case "TM", "AE", "CS", "AS":
 		return e
 	case "LO", "SH", "ST", "LT", "UT", "UC", "PN":
-		return withValue(e, rw.scrub(e.Value, true))
+		return rw.withValue(e, rw.scrub(e.Value, true))
 	}
 	return nil
 }
@@ -474,7 +497,7 @@ func (rw *rewrite) scrub(v []byte, free bool) []byte {
 		return nil
 	}
 	if rw.tokens == nil {
-		rw.tokens = identifyingTokens(rw.hdr, rw.d.cols)
+		rw.tokens = identifyingTokens(rw.hdr, rw.d.cols, rw.mem)
 	}
 	rw.low = asciiLowerTo(rw.low[:0], v)
 	low := rw.low
@@ -546,14 +569,28 @@ type tokens struct {
 // identifyingTokens collects, from every depth of the header, the values
 // of standard attributes the profile does not keep. Private attributes are
 // left out: they go anyway, and vendor strings in them ("SIEMENS") would
-// mask harmless text.
-func identifyingTokens(elems []*Element, cols []int) *tokens {
-	strong, weak := map[string]bool{}, map[string]bool{}
-	add := func(set map[string]bool, s string) {
-		s = string(asciiLower([]byte(strings.TrimSpace(s))))
-		if len(s) >= 3 {
-			set[s] = true
+// mask harmless text. It runs once per instance that has text to clean,
+// so it works on the value bytes without allocating per token.
+func identifyingTokens(elems []*Element, cols []int, mem *scratch) *tokens {
+	strong, weak := new(tokenSet), new(tokenSet)
+	if mem != nil {
+		strong, weak = &mem.strong, &mem.weak
+	}
+	// The same date usually fills several attributes (study, series,
+	// acquisition, content): its spellings are added once.
+	var dates [16][8]byte
+	nDates := 0
+	newDate := func(d []byte) bool {
+		for _, x := range dates[:nDates] {
+			if string(x[:]) == string(d) {
+				return false
+			}
 		}
+		if nDates < len(dates) {
+			copy(dates[nDates][:], d)
+			nDates++
+		}
+		return true
 	}
 	var walk func([]*Element)
 	walk = func(elems []*Element) {
@@ -579,37 +616,159 @@ func identifyingTokens(elems []*Element, cols []int) *tokens {
 			}
 			switch vr {
 			case "PN":
-				for _, part := range strings.FieldsFunc(e.String(), func(r rune) bool { return strings.ContainsRune("^= ,.", r) }) {
-					add(strong, part)
-				}
+				// The components and their parts, as in e.String().
+				v := bytes.TrimLeft(bytes.TrimRight(e.Value, " \x00"), " ")
+				fields(v, "^= ,.", func(part []byte) { strong.add(part) })
 			case "LO", "SH", "ST", "LT", "UT", "UC", "AE":
-				for _, v := range e.Strings() {
-					add(strong, v)
-					for _, w := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(` ,;:/()-_"'`, r) }) {
+				values(e.Value, func(v []byte) {
+					strong.add(v)
+					fields(v, ` ,;:/()-_"'`, func(w []byte) {
 						if len(w) >= 4 {
-							add(weak, w)
+							weak.add(w)
 						}
-					}
-				}
+					})
+				})
 			case "DA":
-				for _, d := range e.Strings() {
-					if t, err := time.Parse("20060102", d); err == nil {
-						for _, l := range []string{"20060102", "2006-01-02", "2006/01/02", "2006.01.02", "02/01/2006", "01/02/2006", "02.01.2006", "02-01-2006"} {
-							add(strong, t.Format(l))
-						}
+				values(e.Value, func(d []byte) {
+					if !isDate(d) || !newDate(d) {
+						return
 					}
-				}
+					ymd := [3][]byte{d[0:4], d[4:6], d[6:8]}
+					for _, f := range dateSpellings {
+						strong.addJoined([3][]byte{ymd[f.order[0]], ymd[f.order[1]], ymd[f.order[2]]}, f.sep)
+					}
+				})
 			}
 		}
 	}
 	walk(elems)
-	list := func(set map[string]bool) [][]byte {
-		out := make([][]byte, 0, len(set))
-		for s := range set {
-			out = append(out, []byte(s))
-		}
-		slices.SortFunc(out, func(a, b []byte) int { return cmp.Or(cmp.Compare(len(b), len(a)), bytes.Compare(a, b)) })
-		return out
+	var lists [][]byte
+	if mem != nil {
+		lists = mem.list[:0]
 	}
-	return &tokens{strong: list(strong), weak: list(weak)}
+	lists = strong.list(lists)
+	n := len(lists)
+	lists = weak.list(lists)
+	if mem != nil {
+		mem.list = lists // keep the capacity for the next instance
+	}
+	return &tokens{strong: lists[:n:n], weak: lists[n:]}
+}
+
+// dateSpellings are the common spellings of a date looked for in text:
+// the order of year, month and day (0, 1, 2) and the separator (0 for
+// none): 20060102, 2006-01-02, 2006/01/02, 2006.01.02, 02/01/2006,
+// 01/02/2006, 02.01.2006, 02-01-2006.
+var dateSpellings = [...]struct {
+	order [3]int
+	sep   byte
+}{
+	{[3]int{0, 1, 2}, 0}, {[3]int{0, 1, 2}, '-'}, {[3]int{0, 1, 2}, '/'}, {[3]int{0, 1, 2}, '.'},
+	{[3]int{2, 1, 0}, '/'}, {[3]int{1, 2, 0}, '/'}, {[3]int{2, 1, 0}, '.'}, {[3]int{2, 1, 0}, '-'},
+}
+
+// tokenSet gathers tokens, ASCII lower case, in one buffer.
+type tokenSet struct {
+	buf   []byte
+	spans [][2]int
+}
+
+// add adds b without surrounding white space, if 3 bytes or longer.
+func (ts *tokenSet) add(b []byte) {
+	b = bytes.TrimSpace(b)
+	if len(b) < 3 {
+		return
+	}
+	start := len(ts.buf)
+	ts.buf = asciiLowerTo(ts.buf, b)
+	ts.spans = append(ts.spans, [2]int{start, len(ts.buf)})
+}
+
+// addJoined adds the parts joined by sep (none when sep is 0).
+func (ts *tokenSet) addJoined(parts [3][]byte, sep byte) {
+	start := len(ts.buf)
+	for i, p := range parts {
+		if i > 0 && sep != 0 {
+			ts.buf = append(ts.buf, sep)
+		}
+		ts.buf = append(ts.buf, p...)
+	}
+	ts.spans = append(ts.spans, [2]int{start, len(ts.buf)})
+}
+
+// list appends the distinct tokens to dst, longest first, then in byte
+// order.
+func (ts *tokenSet) list(dst [][]byte) [][]byte {
+	start := len(dst)
+	for _, s := range ts.spans {
+		dst = append(dst, ts.buf[s[0]:s[1]:s[1]])
+	}
+	out := dst[start:]
+	slices.SortFunc(out, func(a, b []byte) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return bytes.Compare(a, b)
+	})
+	return dst[:start+len(slices.CompactFunc(out, bytes.Equal))]
+}
+
+// reset empties ts, keeping its memory.
+func (ts *tokenSet) reset() {
+	clear(ts.buf)
+	ts.buf = ts.buf[:0]
+	ts.spans = ts.spans[:0]
+}
+
+// values calls f with each value of a multi-valued text element, trimmed
+// of spaces and NULs (as Element.Strings).
+func values(v []byte, f func([]byte)) {
+	for rest, more := v, len(v) > 0; more; {
+		var part []byte
+		part, rest, more = bytes.Cut(rest, []byte{'\\'})
+		f(bytes.Trim(part, " \x00"))
+	}
+}
+
+// fields calls f with each non-empty run of b between bytes of seps (all
+// ASCII, so this is strings.FieldsFunc on the runes of b).
+func fields(b []byte, seps string, f func([]byte)) {
+	start := -1
+	for i := 0; i <= len(b); i++ {
+		if i == len(b) || strings.IndexByte(seps, b[i]) >= 0 {
+			if start >= 0 {
+				f(b[start:i])
+				start = -1
+			}
+			continue
+		}
+		if start < 0 {
+			start = i
+		}
+	}
+}
+
+// isDate reports whether d is a valid date as time.Parse("20060102", d)
+// would accept it.
+func isDate(d []byte) bool {
+	if len(d) != 8 {
+		return false
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	num := func(b []byte) int {
+		n := 0
+		for _, c := range b {
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	y, m, day := num(d[0:4]), num(d[4:6]), num(d[6:8])
+	if m < 1 || m > 12 || day < 1 {
+		return false
+	}
+	return day <= time.Date(y, time.Month(m)+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }

@@ -108,14 +108,22 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 	// A seekable source lets Pixel Data be copied by range (in the kernel,
 	// with copy_file_range, between two files) instead of through memory.
 	base := int64(-1)
-	if sk, ok := src.(io.Seeker); ok {
-		if _, ok := src.(io.ReaderAt); ok {
-			if pos, err := sk.Seek(0, io.SeekCurrent); err == nil {
-				base = pos
-			}
+	pool := &streamReaders
+	if seekable(src) {
+		pool = &fileReaders
+		if pos, err := src.(io.Seeker).Seek(0, io.SeekCurrent); err == nil {
+			base = pos
 		}
 	}
-	rd, err := NewReader(src, d.ropts)
+	// The Reader lives only for this call: its buffer is reused.
+	buf := pool.Get().(*bufio.Reader)
+	defer func() {
+		buf.Reset(nil)
+		pool.Put(buf)
+	}()
+	mem := getScratch()
+	defer mem.release()
+	rd, err := newReader(src, d.ropts, buf, mem)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +144,7 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 		return nil, fmt.Errorf("dicom: pseudonym: %w", err)
 	}
 	rw := d.newRewrite(patient, sum, rd.TransferSyntax())
+	rw.mem = mem
 	rw.report.Problems = validate(header, &sum, rd.Offset())
 
 	out := rw.header(header)
@@ -232,7 +241,14 @@ func (d *Deidentifier) Rewrite(ctx context.Context, dst io.Writer, src io.Reader
 	return rw.closeReport(), nil
 }
 
-var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256<<10) }}
+// Buffers reused across Rewrite calls: a de-identified series is hundreds
+// of instances, and allocating them anew for each was a third of the
+// bytes allocated per instance.
+var (
+	writerPool    = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+	fileReaders   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, seekableBuffer) }}
+	streamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, streamBuffer) }}
+)
 
 // copyPixelRange copies the Pixel Data value that starts at the reader's
 // position by byte range, from a seekable source: its extent is found from
@@ -240,8 +256,8 @@ var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256
 // (reading only their first bytes, for the checker). Between two files the
 // copy is done by the kernel. The reader then continues after it.
 func copyPixelRange(bw *bufio.Writer, dst io.Writer, src io.Reader, base int64, rd *Reader, e *Element, chk *pixelChecker) (int64, error) {
-	ra, sk := src.(io.ReaderAt), src.(io.Seeker)
-	size, err := sk.Seek(0, io.SeekEnd)
+	ra := src.(io.ReaderAt)
+	size, err := src.(io.Seeker).Seek(0, io.SeekEnd)
 	if err != nil {
 		return 0, err
 	}
@@ -307,10 +323,10 @@ func copyPixelRange(bw *bufio.Writer, dst io.Writer, src io.Reader, base int64, 
 	if copied != n {
 		return copied, parseErr(ReasonTruncated, start-base+copied, e.Tag, "pixel data shorter than its length")
 	}
-	if _, err := sk.Seek(start+n, io.SeekStart); err != nil {
-		return copied, err
-	}
-	rd.resync(src, start+n-base)
+	// Whatever follows (usually nothing: then no read is needed to find
+	// the end) is read by position, so src's offset does not matter.
+	end := start + n
+	rd.resync(io.NewSectionReader(ra, end, size-end), end-base)
 	return n, nil
 }
 
@@ -351,6 +367,10 @@ func (d *Deidentifier) UIDs(r io.Reader) ([]string, error) {
 // readHeader reads the top-level elements up to and including Pixel Data
 // (returned as pixel; nil when there is none).
 func readHeader(rd *Reader) (header []*Element, pixel *Element, err error) {
+	if rd.mem != nil {
+		header = rd.mem.hdr[:0]
+		defer func() { rd.mem.hdr = header }()
+	}
 	for {
 		e, err := rd.Next()
 		if err == io.EOF {
@@ -371,6 +391,9 @@ func readHeader(rd *Reader) (header []*Element, pixel *Element, err error) {
 func validate(header []*Element, s *Summary, off int64) []Reason {
 	var out []Reason
 	add := func(err error) {
+		if err == nil {
+			return
+		}
 		var pe *ParseError
 		if errors.As(err, &pe) && !slices.Contains(out, pe.Reason) {
 			out = append(out, pe.Reason)
@@ -403,14 +426,14 @@ type rewrite struct {
 	tokens  *tokens // identifying values, for cleaning text
 	low     []byte  // scratch space for scrub
 	hdr     []*Element
+	mem     *scratch // nil outside Rewrite
 	report  *Report
-	counts  map[countKey]int
+	counts  []countKey // one per action taken
 }
 
 func (d *Deidentifier) newRewrite(p deid.Patient, s Summary, ts TransferSyntax) *rewrite {
 	return &rewrite{
 		d: d, patient: p, sum: s, ts: ts,
-		counts: map[countKey]int{},
 		report: &Report{
 			Profile:           d.profile.String(),
 			TransferSyntaxUID: ts.UID,
@@ -474,6 +497,11 @@ func (rw *rewrite) resolveUIDs(ctx context.Context, key, extra string) (string, 
 // that say how.
 func (rw *rewrite) header(elems []*Element) []*Element {
 	rw.hdr = elems
+	if rw.mem != nil {
+		rw.counts = rw.mem.counts[:0]
+	} else {
+		rw.counts = make([]countKey, 0, len(elems))
+	}
 	out := rw.list(elems, 0)
 	p := rw.patient.Pseudonym
 	set := func(e *Element) {
@@ -533,9 +561,26 @@ func (rw *rewrite) finishReport(out []*Element, newInstance string) {
 // closeReport turns the counts into the report's sorted action list.
 func (rw *rewrite) closeReport() *Report {
 	r := rw.report
-	for k, n := range rw.counts {
-		r.Actions = append(r.Actions, ActionCount{Tag: k.tag, Keyword: k.keyword, Rule: k.rule, Applied: k.applied, Private: k.private, Count: n})
+	slices.SortFunc(rw.counts, compareCounts)
+	if rw.mem != nil {
+		rw.mem.counts = rw.counts // keep the capacity for the next instance
 	}
-	sortActions(r.Actions)
+	distinct := 0
+	for i := range rw.counts {
+		if i == 0 || compareCounts(rw.counts[i], rw.counts[i-1]) != 0 {
+			distinct++
+		}
+	}
+	r.Actions = make([]ActionCount, 0, distinct)
+	for i, k := range rw.counts {
+		if i > 0 && compareCounts(k, rw.counts[i-1]) == 0 {
+			r.Actions[len(r.Actions)-1].Count++
+			continue
+		}
+		if k.private {
+			k.keyword = fmt.Sprintf("private attributes of group %04X", k.tag.Group())
+		}
+		r.Actions = append(r.Actions, ActionCount{Tag: k.tag, Keyword: k.keyword, Rule: k.rule, Applied: k.applied, Private: k.private, Count: 1})
+	}
 	return r
 }

@@ -75,20 +75,56 @@ type Reader struct {
 	pixel io.Reader
 	sum   Summary
 	err   error
+	slab  []Element // elements are allocated from it, a chunk at a time
+	mem   *scratch  // when Rewrite owns the Reader
 }
+
+// newElement returns a zero Element. Elements come from chunks, one
+// allocation per elementChunk elements; a caller holding one element keeps
+// its chunk alive, which is bounded and small.
+func (rd *Reader) newElement() *Element {
+	if rd.mem != nil {
+		return rd.mem.element()
+	}
+	if len(rd.slab) == 0 {
+		rd.slab = make([]Element, elementChunk)
+	}
+	e := &rd.slab[0]
+	rd.slab = rd.slab[1:]
+	return e
+}
+
+const elementChunk = 32
 
 // NewReader reads the preamble and File Meta from r and returns a Reader
 // positioned at the first dataset element. It returns a [*ParseError] with
 // reason ReasonNoPreamble, ReasonNoMeta, ReasonNoTransferSyntax,
 // ReasonUnsupportedSyntax, ReasonMalformed or ReasonTruncated.
 func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
+	return newReader(r, opts, nil, nil)
+}
+
+// newReader is NewReader reading through buf (reset to read r) when it is
+// not nil, and taking elements and values from mem when it is not nil, so
+// that a caller that knows when the Reader and its elements are done with
+// can reuse memory.
+func newReader(r io.Reader, opts ReaderOptions, buf *bufio.Reader, mem *scratch) (*Reader, error) {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	if opts.MaxDepth <= 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}
-	rd := &Reader{dec: wire.NewDecoder(bufferFor(r), lookupVR), opts: opts}
+	var src io.Reader = buf
+	if buf != nil {
+		buf.Reset(r)
+	} else {
+		src = bufferFor(r)
+	}
+	rd := &Reader{dec: wire.NewDecoder(src, lookupVR), opts: opts, mem: mem}
+	if mem != nil {
+		rd.dec.SetArena(mem.vals)
+	}
 	if err := rd.readPreambleAndMeta(); err != nil {
 		return nil, err
 	}
@@ -225,7 +261,8 @@ func (rd *Reader) Next() (*Element, error) {
 	}
 	t := Tag(h.Tag)
 	if isPixelData(t) {
-		e := &Element{Tag: t, VR: h.VR, Length: h.Length, Offset: h.Offset, bigEndian: syn.BigEndian}
+		e := rd.newElement()
+		*e = Element{Tag: t, VR: h.VR, Length: h.Length, Offset: h.Offset, bigEndian: syn.BigEndian}
 		if h.Length == wire.Undefined {
 			if t != tagPixelData {
 				return nil, rd.fail(parseErr(ReasonMalformed, h.Offset, t, "undefined length"))
@@ -265,18 +302,30 @@ func (rd *Reader) PixelData() io.Reader {
 // buffer: its Pixel Data is usually copied by range, not read, so reading
 // far ahead of the header is wasted.
 func bufferFor(r io.Reader) io.Reader {
-	if _, ok := r.(io.ReaderAt); ok {
-		if _, ok := r.(io.Seeker); ok {
-			return bufio.NewReaderSize(r, 16<<10)
-		}
+	if seekable(r) {
+		return bufio.NewReaderSize(r, seekableBuffer)
 	}
 	return r
 }
 
-// resync continues reading from r, positioned at byte off of the
-// stream, after a caller copied the pixel data by range (see Rewrite).
+// Buffer sizes: seekableBuffer for files (a header rarely exceeds it),
+// streamBuffer for streams, whose Pixel Data goes through the buffer.
+const (
+	seekableBuffer = 16 << 10
+	streamBuffer   = 64 << 10
+)
+
+func seekable(r io.Reader) bool {
+	_, at := r.(io.ReaderAt)
+	_, sk := r.(io.Seeker)
+	return at && sk
+}
+
+// resync continues reading from r, which starts at byte off of the
+// stream, after a caller copied the pixel data by range (see Rewrite). The
+// buffer is kept.
 func (rd *Reader) resync(r io.Reader, off int64) {
-	rd.dec = wire.NewDecoder(bufferFor(r), lookupVR)
+	rd.dec.Reset(r)
 	rd.dec.SetOffset(off)
 	rd.pixel = nil
 }
@@ -297,7 +346,8 @@ func (rd *Reader) take(n int64, off int64, t Tag) error {
 // readElement reads the rest of the element whose header is h.
 func (rd *Reader) readElement(dec *wire.Decoder, h wire.Header, syn wire.Syntax, depth int) (*Element, error) {
 	t := Tag(h.Tag)
-	e := &Element{Tag: t, VR: h.VR, Length: h.Length, Offset: h.Offset, bigEndian: syn.BigEndian}
+	e := rd.newElement()
+	*e = Element{Tag: t, VR: h.VR, Length: h.Length, Offset: h.Offset, bigEndian: syn.BigEndian}
 	switch {
 	case h.VR == "SQ":
 		items, err := rd.readSequence(dec, h, syn, depth+1)

@@ -3,6 +3,7 @@ package dicom
 import (
 	"cmp"
 	"slices"
+	"strings"
 )
 
 // Report says what de-identification did to one instance. It holds no
@@ -77,7 +78,13 @@ func MergeActions(reports ...*Report) []ActionCount {
 
 func sortActions(a []ActionCount) {
 	slices.SortFunc(a, func(x, y ActionCount) int {
-		return cmp.Or(cmp.Compare(x.Tag, y.Tag), cmp.Compare(x.Applied, y.Applied), cmp.Compare(x.Keyword, y.Keyword))
+		switch {
+		case x.Tag != y.Tag:
+			return cmp.Compare(x.Tag, y.Tag)
+		case x.Applied != y.Applied:
+			return cmp.Compare(x.Applied, y.Applied)
+		}
+		return strings.Compare(x.Keyword, y.Keyword)
 	})
 }
 

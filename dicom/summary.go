@@ -1,9 +1,9 @@
 package dicom
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
-	"strconv"
 	"strings"
 )
 
@@ -48,15 +48,35 @@ type Summary struct {
 
 	meta *FileMeta
 	// seen records which pixel module attributes were present, and with
-	// a value.
-	seen map[Tag]bool
+	// a value (bits from pixelAttr).
+	seen uint8
+}
+
+// pixelAttr gives the bit of Summary.seen that records t, or 0.
+func pixelAttr(t Tag) uint8 {
+	switch t {
+	case tagRows:
+		return 1
+	case tagColumns:
+		return 2
+	case tagBitsAllocated:
+		return 4
+	case tagSamplesPerPixel:
+		return 8
+	case tagNumberOfFrames:
+		return 16
+	}
+	return 0
 }
 
 func (s *Summary) observe(e *Element) {
-	if s.seen == nil {
-		s.seen = map[Tag]bool{}
+	if bit := pixelAttr(e.Tag); bit != 0 {
+		if len(e.Value) > 0 || len(e.Items) > 0 {
+			s.seen |= bit
+		} else {
+			s.seen &^= bit
+		}
 	}
-	s.seen[e.Tag] = len(e.Value) > 0 || len(e.Items) > 0 || isPixelData(e.Tag)
 	str := func() string { return e.String() }
 	num := func() int {
 		n, ok := e.Int()
@@ -197,21 +217,23 @@ func checkRequired(s *Summary, off int64) error {
 	return nil
 }
 
-// checkValues checks UI and IS values at every depth of e.
+// checkValues checks UI and IS values at every depth of e. It runs on
+// every element of every instance, so it does not allocate.
 func checkValues(e *Element) error {
 	switch e.VR {
 	case "UI":
-		for _, u := range splitValues(e.Value) {
-			if u != "" && !ValidUID(u) {
+		for rest, more := e.Value, len(e.Value) > 0; more; {
+			var u []byte
+			u, rest, more = bytes.Cut(rest, []byte{'\\'})
+			if u = bytes.Trim(u, " \x00"); len(u) > 0 && !validUID(u) {
 				return parseErr(ReasonInvalidValue, e.Offset, e.Tag, "invalid UID")
 			}
 		}
 	case "IS":
-		for _, v := range splitValues(e.Value) {
-			if v == "" {
-				continue
-			}
-			if _, err := strconv.ParseInt(strings.TrimPrefix(v, "+"), 10, 64); err != nil || len(v) > 12 {
+		for rest, more := e.Value, len(e.Value) > 0; more; {
+			var v []byte
+			v, rest, more = bytes.Cut(rest, []byte{'\\'})
+			if v = bytes.Trim(v, " \x00"); len(v) > 0 && !validIS(v) {
 				return parseErr(ReasonInvalidValue, e.Offset, e.Tag, "invalid IS value")
 			}
 		}
@@ -239,18 +261,45 @@ func splitValues(v []byte) []string {
 
 // ValidUID reports whether s is a valid UID (PS3.5 9.1): at most 64
 // characters, dot-separated components of digits without leading zeros.
-func ValidUID(s string) bool {
-	if s == "" || len(s) > 64 {
+func ValidUID(s string) bool { return validUID(s) }
+
+func validUID[T string | []byte](s T) bool {
+	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
-	for _, c := range strings.Split(s, ".") {
-		if c == "" || (len(c) > 1 && c[0] == '0') {
-			return false
-		}
-		for i := 0; i < len(c); i++ {
-			if c[i] < '0' || c[i] > '9' {
+	start := 0 // of the current component
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			if i == start || (i-start > 1 && s[start] == '0') {
 				return false
 			}
+			start = i + 1
+			continue
+		}
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// validIS reports whether v (trimmed) is an IS value: an optional sign
+// (a "+" may come before it, as strconv.ParseInt of the value without
+// its first "+" would accept) and digits, 12 characters at most.
+func validIS(v []byte) bool {
+	if len(v) > 12 {
+		return false
+	}
+	v = bytes.TrimPrefix(v, []byte{'+'})
+	if len(v) > 0 && (v[0] == '+' || v[0] == '-') {
+		v = v[1:]
+	}
+	if len(v) == 0 {
+		return false
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return false
 		}
 	}
 	return true
@@ -263,14 +312,14 @@ func checkPixelModule(s *Summary, e *Element, off int64) error {
 		return nil
 	}
 	for _, t := range []Tag{tagRows, tagColumns, tagBitsAllocated, tagSamplesPerPixel} {
-		if !s.seen[t] {
+		if s.seen&pixelAttr(t) == 0 {
 			return parseErr(ReasonPixelData, off, t, "Pixel Data without %s", t.Keyword())
 		}
 	}
 	if s.Rows == 0 || s.Columns == 0 || s.BitsAllocated == 0 || s.SamplesPerPixel == 0 {
 		return parseErr(ReasonPixelData, off, tagPixelData, "zero Rows, Columns, Bits Allocated or Samples per Pixel")
 	}
-	if s.seen[tagNumberOfFrames] && s.NumberOfFrames == 0 {
+	if s.seen&pixelAttr(tagNumberOfFrames) != 0 && s.NumberOfFrames == 0 {
 		return parseErr(ReasonPixelData, off, tagNumberOfFrames, "Number of Frames is zero or not a number")
 	}
 	if e.Length == UndefinedLength {

@@ -6,661 +6,693 @@
 
 package dicom
 
-// profileRules holds the single-tag rows of Table E.1-1.
-var profileRules = map[Tag]rule{
-	0x00001000: {keyword: "AffectedSOPInstanceUID", vr: "UI", basic: ActionX, opts: [numCols]Action{colUIDs: ActionK}},                                                             // Affected SOP Instance UID
-	0x00001001: {keyword: "RequestedSOPInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                            // Requested SOP Instance UID
-	0x00020003: {keyword: "MediaStorageSOPInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                         // Media Storage SOP Instance UID
-	0x00041511: {keyword: "ReferencedSOPInstanceUIDInFile", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                     // Referenced SOP Instance UID in File
-	0x00080012: {keyword: "InstanceCreationDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                              // Instance Creation Date
-	0x00080013: {keyword: "InstanceCreationTime", vr: "TM", basic: ActionXZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Instance Creation Time
-	0x00080014: {keyword: "InstanceCreatorUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                 // Instance Creator UID
-	0x00080015: {keyword: "InstanceCoercionDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Instance Coercion DateTime
-	0x00080017: {keyword: "AcquisitionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                     // Acquisition UID
-	0x00080018: {keyword: "SOPInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                     // SOP Instance UID
-	0x00080019: {keyword: "PyramidUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                         // Pyramid UID
-	0x00080020: {keyword: "StudyDate", vr: "DA", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                          // Study Date
-	0x00080021: {keyword: "SeriesDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                        // Series Date
-	0x00080022: {keyword: "AcquisitionDate", vr: "DA", basic: ActionXZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                   // Acquisition Date
-	0x00080023: {keyword: "ContentDate", vr: "DA", basic: ActionZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                       // Content Date
-	0x00080024: {keyword: "OverlayDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                        // Overlay Date
-	0x00080025: {keyword: "CurveDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                          // Curve Date
-	0x0008002A: {keyword: "AcquisitionDateTime", vr: "DT", basic: ActionXZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                              // Acquisition DateTime
-	0x00080030: {keyword: "StudyTime", vr: "TM", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                          // Study Time
-	0x00080031: {keyword: "SeriesTime", vr: "TM", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                        // Series Time
-	0x00080032: {keyword: "AcquisitionTime", vr: "TM", basic: ActionXZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                   // Acquisition Time
-	0x00080033: {keyword: "ContentTime", vr: "TM", basic: ActionZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                       // Content Time
-	0x00080034: {keyword: "OverlayTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                        // Overlay Time
-	0x00080035: {keyword: "CurveTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                          // Curve Time
-	0x00080050: {keyword: "AccessionNumber", vr: "SH", basic: ActionZ},                                                                                                             // Accession Number
-	0x00080054: {keyword: "RetrieveAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                                  // Retrieve AE Title
-	0x00080055: {keyword: "StationAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                                   // Station AE Title
-	0x00080058: {keyword: "FailedSOPInstanceUIDList", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                           // Failed SOP Instance UID List
-	0x00080080: {keyword: "InstitutionName", vr: "LO", basic: ActionXZD, opts: [numCols]Action{colInstitution: ActionK}},                                                           // Institution Name
-	0x00080081: {keyword: "InstitutionAddress", vr: "ST", basic: ActionX, opts: [numCols]Action{colInstitution: ActionK}},                                                          // Institution Address
-	0x00080082: {keyword: "InstitutionCodeSequence", vr: "SQ", basic: ActionXZD, opts: [numCols]Action{colInstitution: ActionK}},                                                   // Institution Code Sequence
-	0x00080090: {keyword: "ReferringPhysicianName", vr: "PN", basic: ActionZ},                                                                                                      // Referring Physician's Name
-	0x00080092: {keyword: "ReferringPhysicianAddress", vr: "ST", basic: ActionX},                                                                                                   // Referring Physician's Address
-	0x00080094: {keyword: "ReferringPhysicianTelephoneNumbers", vr: "SH", basic: ActionX},                                                                                          // Referring Physician's Telephone Numbers
-	0x00080096: {keyword: "ReferringPhysicianIdentificationSequence", vr: "SQ", basic: ActionX},                                                                                    // Referring Physician Identification Sequence
-	0x0008009C: {keyword: "ConsultingPhysicianName", vr: "PN", basic: ActionZ},                                                                                                     // Consulting Physician's Name
-	0x0008009D: {keyword: "ConsultingPhysicianIdentificationSequence", vr: "SQ", basic: ActionX},                                                                                   // Consulting Physician Identification Sequence
-	0x00080106: {keyword: "ContextGroupVersion", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                // Context Group Version
-	0x00080107: {keyword: "ContextGroupLocalVersion", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Context Group Local Version
-	0x00080201: {keyword: "TimezoneOffsetFromUTC", vr: "SH", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                              // Timezone Offset From UTC
-	0x00081000: {keyword: "NetworkID", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                                        // Network ID
-	0x00081010: {keyword: "StationName", vr: "SH", basic: ActionXZD, opts: [numCols]Action{colDevice: ActionK}},                                                                    // Station Name
-	0x00081030: {keyword: "StudyDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                       // Study Description
-	0x0008103E: {keyword: "SeriesDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                      // Series Description
-	0x00081040: {keyword: "InstitutionalDepartmentName", vr: "LO", basic: ActionX, opts: [numCols]Action{colInstitution: ActionK}},                                                 // Institutional Department Name
-	0x00081041: {keyword: "InstitutionalDepartmentTypeCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colInstitution: ActionK}},                                     // Institutional Department Type Code Sequence
-	0x00081048: {keyword: "PhysiciansOfRecord", vr: "PN", basic: ActionX},                                                                                                          // Physician(s) of Record
-	0x00081049: {keyword: "PhysiciansOfRecordIdentificationSequence", vr: "SQ", basic: ActionX},                                                                                    // Physician(s) of Record Identification Sequence
-	0x00081050: {keyword: "PerformingPhysicianName", vr: "PN", basic: ActionX},                                                                                                     // Performing Physician's Name
-	0x00081052: {keyword: "PerformingPhysicianIdentificationSequence", vr: "SQ", basic: ActionX},                                                                                   // Performing Physician Identification Sequence
-	0x00081060: {keyword: "NameOfPhysiciansReadingStudy", vr: "PN", basic: ActionX},                                                                                                // Name of Physician(s) Reading Study
-	0x00081062: {keyword: "PhysiciansReadingStudyIdentificationSequence", vr: "SQ", basic: ActionX},                                                                                // Physician(s) Reading Study Identification Sequence
-	0x00081070: {keyword: "OperatorsName", vr: "PN", basic: ActionXZD},                                                                                                             // Operators' Name
-	0x00081072: {keyword: "OperatorIdentificationSequence", vr: "SQ", basic: ActionXD},                                                                                             // Operator Identification Sequence
-	0x00081080: {keyword: "AdmittingDiagnosesDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                          // Admitting Diagnoses Description
-	0x00081084: {keyword: "AdmittingDiagnosesCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                         // Admitting Diagnoses Code Sequence
-	0x00081088: {keyword: "PyramidDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                     // Pyramid Description
-	0x00081110: {keyword: "ReferencedStudySequence", vr: "SQ", basic: ActionXZ, opts: [numCols]Action{colUIDs: ActionK}},                                                           // Referenced Study Sequence
-	0x00081111: {keyword: "ReferencedPerformedProcedureStepSequence", vr: "SQ", basic: ActionXZD, opts: [numCols]Action{colUIDs: ActionK}},                                         // Referenced Performed Procedure Step Sequence
-	0x00081120: {keyword: "ReferencedPatientSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colUIDs: ActionK}},                                                          // Referenced Patient Sequence
-	0x00081140: {keyword: "ReferencedImageSequence", vr: "SQ", basic: ActionXZU, opts: [numCols]Action{colUIDs: ActionK}},                                                          // Referenced Image Sequence
-	0x00081155: {keyword: "ReferencedSOPInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                           // Referenced SOP Instance UID
-	0x00081195: {keyword: "TransactionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                     // Transaction UID
-	0x00081301: {keyword: "PrincipalDiagnosisCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                         // Principal Diagnosis Code Sequence
-	0x00081302: {keyword: "PrimaryDiagnosisCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                           // Primary Diagnosis Code Sequence
-	0x00081303: {keyword: "SecondaryDiagnosesCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                         // Secondary Diagnoses Code Sequence
-	0x00081304: {keyword: "HistologicalDiagnosesCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                      // Histological Diagnoses Code Sequence
-	0x00082111: {keyword: "DerivationDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                  // Derivation Description
-	0x00082112: {keyword: "SourceImageSequence", vr: "SQ", basic: ActionXZU, opts: [numCols]Action{colUIDs: ActionK}},                                                              // Source Image Sequence
-	0x00083010: {keyword: "IrradiationEventUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                // Irradiation Event UID
-	0x00084000: {keyword: "IdentifyingComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                    // Identifying Comments
-	0x00100010: {keyword: "PatientName", vr: "PN", basic: ActionZ},                                                                                                                 // Patient's Name
-	0x00100011: {keyword: "PersonNamesToUseSequence", vr: "SQ", basic: ActionX},                                                                                                    // Person Names to Use Sequence
-	0x00100012: {keyword: "NameToUse", vr: "PN", basic: ActionX},                                                                                                                   // Name to Use
-	0x00100013: {keyword: "NameToUseComment", vr: "UT", basic: ActionX},                                                                                                            // Name to Use Comment
-	0x00100014: {keyword: "ThirdPersonPronounsSequence", vr: "SQ", basic: ActionX},                                                                                                 // Third Person Pronouns Sequence
-	0x00100015: {keyword: "PronounCodeSequence", vr: "SQ", basic: ActionX},                                                                                                         // Pronoun Code Sequence
-	0x00100016: {keyword: "PronounComment", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                         // Pronoun Comment
-	0x00100020: {keyword: "PatientID", vr: "LO", basic: ActionZD},                                                                                                                  // Patient ID
-	0x00100021: {keyword: "IssuerOfPatientID", vr: "LO", basic: ActionX},                                                                                                           // Issuer of Patient ID
-	0x00100030: {keyword: "PatientBirthDate", vr: "DA", basic: ActionZ},                                                                                                            // Patient's Birth Date
-	0x00100032: {keyword: "PatientBirthTime", vr: "TM", basic: ActionX},                                                                                                            // Patient's Birth Time
-	0x00100040: {keyword: "PatientSex", vr: "CS", basic: ActionZ, opts: [numCols]Action{colPatientChars: ActionK}},                                                                 // Patient's Sex
-	0x00100041: {keyword: "GenderIdentitySequence", vr: "SQ", basic: ActionX},                                                                                                      // Gender Identity Sequence
-	0x00100042: {keyword: "SexParametersForClinicalUseCategoryComment", vr: "UT", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC, colCleanDescriptors: ActionC}},   // Sex Parameters for Clinical Use Category Comment
-	0x00100043: {keyword: "SexParametersForClinicalUseCategorySequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                // Sex Parameters for Clinical Use Category Sequence
-	0x00100044: {keyword: "GenderIdentityCodeSequence", vr: "SQ", basic: ActionX},                                                                                                  // Gender Identity Code Sequence
-	0x00100045: {keyword: "GenderIdentityComment", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                  // Gender Identity Comment
-	0x00100046: {keyword: "SexParametersForClinicalUseCategoryCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                            // Sex Parameters for Clinical Use Category Code Sequence
-	0x00100047: {keyword: "SexParametersForClinicalUseCategoryReference", vr: "UR", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                               // Sex Parameters for Clinical Use Category Reference
-	0x00100050: {keyword: "PatientInsurancePlanCodeSequence", vr: "SQ", basic: ActionX},                                                                                            // Patient's Insurance Plan Code Sequence
-	0x00100101: {keyword: "PatientPrimaryLanguageCodeSequence", vr: "SQ", basic: ActionX},                                                                                          // Patient's Primary Language Code Sequence
-	0x00100102: {keyword: "PatientPrimaryLanguageModifierCodeSequence", vr: "SQ", basic: ActionX},                                                                                  // Patient's Primary Language Modifier Code Sequence
-	0x00101000: {keyword: "OtherPatientIDs", vr: "LO", basic: ActionX},                                                                                                             // Other Patient IDs
-	0x00101001: {keyword: "OtherPatientNames", vr: "PN", basic: ActionX},                                                                                                           // Other Patient Names
-	0x00101002: {keyword: "OtherPatientIDsSequence", vr: "SQ", basic: ActionX},                                                                                                     // Other Patient IDs Sequence
-	0x00101005: {keyword: "PatientBirthName", vr: "PN", basic: ActionX},                                                                                                            // Patient's Birth Name
-	0x00101010: {keyword: "PatientAge", vr: "AS", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                                                 // Patient's Age
-	0x00101020: {keyword: "PatientSize", vr: "DS", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                                                // Patient's Size
-	0x00101030: {keyword: "PatientWeight", vr: "DS", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                                              // Patient's Weight
-	0x00101040: {keyword: "PatientAddress", vr: "LO", basic: ActionX},                                                                                                              // Patient's Address
-	0x00101050: {keyword: "InsurancePlanIdentification", vr: "LO", basic: ActionX},                                                                                                 // Insurance Plan Identification
-	0x00101060: {keyword: "PatientMotherBirthName", vr: "PN", basic: ActionX},                                                                                                      // Patient's Mother's Birth Name
-	0x00101080: {keyword: "MilitaryRank", vr: "LO", basic: ActionX},                                                                                                                // Military Rank
-	0x00101081: {keyword: "BranchOfService", vr: "LO", basic: ActionX},                                                                                                             // Branch of Service
-	0x00101090: {keyword: "MedicalRecordLocator", vr: "LO", basic: ActionX},                                                                                                        // Medical Record Locator
-	0x00101100: {keyword: "ReferencedPatientPhotoSequence", vr: "SQ", basic: ActionX},                                                                                              // Referenced Patient Photo Sequence
-	0x00102000: {keyword: "MedicalAlerts", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                          // Medical Alerts
-	0x00102110: {keyword: "Allergies", vr: "LO", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC, colCleanDescriptors: ActionC}},                                    // Allergies
-	0x00102150: {keyword: "CountryOfResidence", vr: "LO", basic: ActionX},                                                                                                          // Country of Residence
-	0x00102152: {keyword: "RegionOfResidence", vr: "LO", basic: ActionX},                                                                                                           // Region of Residence
-	0x00102154: {keyword: "PatientTelephoneNumbers", vr: "SH", basic: ActionX},                                                                                                     // Patient's Telephone Numbers
-	0x00102155: {keyword: "PatientTelecomInformation", vr: "LT", basic: ActionX},                                                                                                   // Patient's Telecom Information
-	0x00102160: {keyword: "EthnicGroup", vr: "SH", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                                                // Ethnic Group
-	0x00102161: {keyword: "EthnicGroupCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                                    // Ethnic Group Code Sequence
-	0x00102162: {keyword: "EthnicGroups", vr: "UC", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                                               // Ethnic Groups
-	0x00102180: {keyword: "Occupation", vr: "SH", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                             // Occupation
-	0x001021A0: {keyword: "SmokingStatus", vr: "CS", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                                              // Smoking Status
-	0x001021B0: {keyword: "AdditionalPatientHistory", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                               // Additional Patient History
-	0x001021C0: {keyword: "PregnancyStatus", vr: "US", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}},                                                            // Pregnancy Status
-	0x001021D0: {keyword: "LastMenstrualDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Last Menstrual Date
-	0x001021F0: {keyword: "PatientReligiousPreference", vr: "LO", basic: ActionX},                                                                                                  // Patient's Religious Preference
-	0x00102203: {keyword: "PatientSexNeutered", vr: "CS", basic: ActionXZ, opts: [numCols]Action{colPatientChars: ActionK}},                                                        // Patient's Sex Neutered
-	0x00102297: {keyword: "ResponsiblePerson", vr: "PN", basic: ActionX},                                                                                                           // Responsible Person
-	0x00102299: {keyword: "ResponsibleOrganization", vr: "LO", basic: ActionX},                                                                                                     // Responsible Organization
-	0x00104000: {keyword: "PatientComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Patient Comments
-	0x00120010: {keyword: "ClinicalTrialSponsorName", vr: "LO", basic: ActionD},                                                                                                    // Clinical Trial Sponsor Name
-	0x00120020: {keyword: "ClinicalTrialProtocolID", vr: "LO", basic: ActionD},                                                                                                     // Clinical Trial Protocol ID
-	0x00120021: {keyword: "ClinicalTrialProtocolName", vr: "LO", basic: ActionZ},                                                                                                   // Clinical Trial Protocol Name
-	0x00120022: {keyword: "IssuerOfClinicalTrialProtocolID", vr: "LO", basic: ActionX},                                                                                             // Issuer of Clinical Trial Protocol ID
-	0x00120023: {keyword: "OtherClinicalTrialProtocolIDsSequence", vr: "SQ", basic: ActionX},                                                                                       // Other Clinical Trial Protocol IDs Sequence
-	0x00120030: {keyword: "ClinicalTrialSiteID", vr: "LO", basic: ActionZ, opts: [numCols]Action{colInstitution: ActionK}},                                                         // Clinical Trial Site ID
-	0x00120031: {keyword: "ClinicalTrialSiteName", vr: "LO", basic: ActionZ, opts: [numCols]Action{colInstitution: ActionK}},                                                       // Clinical Trial Site Name
-	0x00120032: {keyword: "IssuerOfClinicalTrialSiteID", vr: "LO", basic: ActionX},                                                                                                 // Issuer of Clinical Trial Site ID
-	0x00120040: {keyword: "ClinicalTrialSubjectID", vr: "LO", basic: ActionD},                                                                                                      // Clinical Trial Subject ID
-	0x00120041: {keyword: "IssuerOfClinicalTrialSubjectID", vr: "LO", basic: ActionX},                                                                                              // Issuer of Clinical Trial Subject ID
-	0x00120042: {keyword: "ClinicalTrialSubjectReadingID", vr: "LO", basic: ActionD},                                                                                               // Clinical Trial Subject Reading ID
-	0x00120043: {keyword: "IssuerOfClinicalTrialSubjectReadingID", vr: "LO", basic: ActionX},                                                                                       // Issuer of Clinical Trial Subject Reading ID
-	0x00120050: {keyword: "ClinicalTrialTimePointID", vr: "LO", basic: ActionZ},                                                                                                    // Clinical Trial Time Point ID
-	0x00120051: {keyword: "ClinicalTrialTimePointDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                      // Clinical Trial Time Point Description
-	0x00120055: {keyword: "IssuerOfClinicalTrialTimePointID", vr: "LO", basic: ActionX},                                                                                            // Issuer of Clinical Trial Time Point ID
-	0x00120060: {keyword: "ClinicalTrialCoordinatingCenterName", vr: "LO", basic: ActionZ, opts: [numCols]Action{colInstitution: ActionK}},                                         // Clinical Trial Coordinating Center Name
-	0x00120071: {keyword: "ClinicalTrialSeriesID", vr: "LO", basic: ActionX},                                                                                                       // Clinical Trial Series ID
-	0x00120072: {keyword: "ClinicalTrialSeriesDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                         // Clinical Trial Series Description
-	0x00120073: {keyword: "IssuerOfClinicalTrialSeriesID", vr: "LO", basic: ActionX},                                                                                               // Issuer of Clinical Trial Series ID
-	0x00120081: {keyword: "ClinicalTrialProtocolEthicsCommitteeName", vr: "LO", basic: ActionD, opts: [numCols]Action{colInstitution: ActionK}},                                    // Clinical Trial Protocol Ethics Committee Name
-	0x00120082: {keyword: "ClinicalTrialProtocolEthicsCommitteeApprovalNumber", vr: "LO", basic: ActionX},                                                                          // Clinical Trial Protocol Ethics Committee Approval Number
-	0x00120086: {keyword: "EthicsCommitteeApprovalEffectivenessStartDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},      // Ethics Committee Approval Effectiveness Start Date
-	0x00120087: {keyword: "EthicsCommitteeApprovalEffectivenessEndDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},        // Ethics Committee Approval Effectiveness End Date
-	0x0014407C: {keyword: "CalibrationTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},                // Calibration Time
-	0x0014407E: {keyword: "CalibrationDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},                // Calibration Date
-	0x0016002B: {keyword: "MakerNote", vr: "OB", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                              // Maker Note
-	0x0016004B: {keyword: "DeviceSettingDescription", vr: "OB", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                               // Device Setting Description
-	0x0016004D: {keyword: "CameraOwnerName", vr: "UT", basic: ActionX},                                                                                                             // Camera Owner Name
-	0x0016004E: {keyword: "LensSpecification", vr: "DS", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                // Lens Specification
-	0x0016004F: {keyword: "LensMake", vr: "UT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                         // Lens Make
-	0x00160050: {keyword: "LensModel", vr: "UT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                        // Lens Model
-	0x00160051: {keyword: "LensSerialNumber", vr: "UT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                 // Lens Serial Number
-	0x00160070: {keyword: "GPSVersionID", vr: "OB", basic: ActionX},                                                                                                                // GPS Version ID
-	0x00160071: {keyword: "GPSLatitudeRef", vr: "CS", basic: ActionX},                                                                                                              // GPS Latitude Ref
-	0x00160072: {keyword: "GPSLatitude", vr: "DS", basic: ActionX},                                                                                                                 // GPS Latitude
-	0x00160073: {keyword: "GPSLongitudeRef", vr: "CS", basic: ActionX},                                                                                                             // GPS Longitude Ref
-	0x00160074: {keyword: "GPSLongitude", vr: "DS", basic: ActionX},                                                                                                                // GPS Longitude
-	0x00160075: {keyword: "GPSAltitudeRef", vr: "US", basic: ActionX},                                                                                                              // GPS Altitude Ref
-	0x00160076: {keyword: "GPSAltitude", vr: "DS", basic: ActionX},                                                                                                                 // GPS Altitude
-	0x00160077: {keyword: "GPSTimeStamp", vr: "DT", basic: ActionX},                                                                                                                // GPS Time Stamp
-	0x00160078: {keyword: "GPSSatellites", vr: "UT", basic: ActionX},                                                                                                               // GPS Satellites
-	0x00160079: {keyword: "GPSStatus", vr: "CS", basic: ActionX},                                                                                                                   // GPS Status
-	0x0016007A: {keyword: "GPSMeasureMode", vr: "CS", basic: ActionX},                                                                                                              // GPS Measure Mode
-	0x0016007B: {keyword: "GPSDOP", vr: "DS", basic: ActionX},                                                                                                                      // GPS DOP
-	0x0016007C: {keyword: "GPSSpeedRef", vr: "CS", basic: ActionX},                                                                                                                 // GPS Speed Ref
-	0x0016007D: {keyword: "GPSSpeed", vr: "DS", basic: ActionX},                                                                                                                    // GPS Speed
-	0x0016007E: {keyword: "GPSTrackRef", vr: "CS", basic: ActionX},                                                                                                                 // GPS Track Ref
-	0x0016007F: {keyword: "GPSTrack", vr: "DS", basic: ActionX},                                                                                                                    // GPS Track
-	0x00160080: {keyword: "GPSImgDirectionRef", vr: "CS", basic: ActionX},                                                                                                          // GPS Img Direction Ref
-	0x00160081: {keyword: "GPSImgDirection", vr: "DS", basic: ActionX},                                                                                                             // GPS Img Direction
-	0x00160082: {keyword: "GPSMapDatum", vr: "UT", basic: ActionX},                                                                                                                 // GPS Map Datum
-	0x00160083: {keyword: "GPSDestLatitudeRef", vr: "CS", basic: ActionX},                                                                                                          // GPS Dest Latitude Ref
-	0x00160084: {keyword: "GPSDestLatitude", vr: "DS", basic: ActionX},                                                                                                             // GPS Dest Latitude
-	0x00160085: {keyword: "GPSDestLongitudeRef", vr: "CS", basic: ActionX},                                                                                                         // GPS Dest Longitude Ref
-	0x00160086: {keyword: "GPSDestLongitude", vr: "DS", basic: ActionX},                                                                                                            // GPS Dest Longitude
-	0x00160087: {keyword: "GPSDestBearingRef", vr: "CS", basic: ActionX},                                                                                                           // GPS Dest Bearing Ref
-	0x00160088: {keyword: "GPSDestBearing", vr: "DS", basic: ActionX},                                                                                                              // GPS Dest Bearing
-	0x00160089: {keyword: "GPSDestDistanceRef", vr: "CS", basic: ActionX},                                                                                                          // GPS Dest Distance Ref
-	0x0016008A: {keyword: "GPSDestDistance", vr: "DS", basic: ActionX},                                                                                                             // GPS Dest Distance
-	0x0016008B: {keyword: "GPSProcessingMethod", vr: "OB", basic: ActionX},                                                                                                         // GPS Processing Method
-	0x0016008C: {keyword: "GPSAreaInformation", vr: "OB", basic: ActionX},                                                                                                          // GPS Area Information
-	0x0016008D: {keyword: "GPSDateStamp", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                       // GPS Date Stamp
-	0x0016008E: {keyword: "GPSDifferential", vr: "IS", basic: ActionX},                                                                                                             // GPS Differential
-	0x00180010: {keyword: "ContrastBolusAgent", vr: "LO", basic: ActionZD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                    // Contrast/Bolus Agent
-	0x00180027: {keyword: "InterventionDrugStopTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Intervention Drug Stop Time
-	0x00180035: {keyword: "InterventionDrugStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                          // Intervention Drug Start Time
-	0x00181000: {keyword: "DeviceSerialNumber", vr: "LO", basic: ActionXZD, opts: [numCols]Action{colDevice: ActionK}},                                                             // Device Serial Number
-	0x00181002: {keyword: "DeviceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK, colDevice: ActionK}},                                                      // Device UID
-	0x00181004: {keyword: "PlateID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                          // Plate ID
-	0x00181005: {keyword: "GeneratorID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                      // Generator ID
-	0x00181007: {keyword: "CassetteID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                       // Cassette ID
-	0x00181008: {keyword: "GantryID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                         // Gantry ID
-	0x00181009: {keyword: "UniqueDeviceIdentifier", vr: "UT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                           // Unique Device Identifier
-	0x0018100A: {keyword: "UDISequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                      // UDI Sequence
-	0x0018100B: {keyword: "ManufacturerDeviceClassUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK, colDevice: ActionK}},                                     // Manufacturer's Device Class UID
-	0x00181010: {keyword: "SecondaryCaptureDeviceID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                         // Secondary Capture Device ID
-	0x00181011: {keyword: "HardcopyCreationDeviceID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                         // Hardcopy Creation Device ID
-	0x00181012: {keyword: "DateOfSecondaryCapture", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Date of Secondary Capture
-	0x00181014: {keyword: "TimeOfSecondaryCapture", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Time of Secondary Capture
-	0x00181030: {keyword: "ProtocolName", vr: "LO", basic: ActionXD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                          // Protocol Name
-	0x00181042: {keyword: "ContrastBolusStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Contrast/Bolus Start Time
-	0x00181043: {keyword: "ContrastBolusStopTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                              // Contrast/Bolus Stop Time
-	0x00181072: {keyword: "RadiopharmaceuticalStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                       // Radiopharmaceutical Start Time
-	0x00181073: {keyword: "RadiopharmaceuticalStopTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                        // Radiopharmaceutical Stop Time
-	0x00181078: {keyword: "RadiopharmaceuticalStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                   // Radiopharmaceutical Start DateTime
-	0x00181079: {keyword: "RadiopharmaceuticalStopDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Radiopharmaceutical Stop DateTime
-	0x001811BB: {keyword: "AcquisitionFieldOfViewLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                            // Acquisition Field of View Label
-	0x00181200: {keyword: "DateOfLastCalibration", vr: "DA", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},          // Date of Last Calibration
-	0x00181201: {keyword: "TimeOfLastCalibration", vr: "TM", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},          // Time of Last Calibration
-	0x00181202: {keyword: "DateTimeOfLastCalibration", vr: "DT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},      // DateTime of Last Calibration
-	0x00181203: {keyword: "CalibrationDateTime", vr: "DT", basic: ActionZ, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},            // Calibration DateTime
-	0x00181204: {keyword: "DateOfManufacture", vr: "DA", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},              // Date of Manufacture
-	0x00181205: {keyword: "DateOfInstallation", vr: "DA", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},             // Date of Installation
-	0x00181400: {keyword: "AcquisitionDeviceProcessingDescription", vr: "LO", basic: ActionXD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                // Acquisition Device Processing Description
-	0x00182042: {keyword: "TargetUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                          // Target UID
-	0x00184000: {keyword: "AcquisitionComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                    // Acquisition Comments
-	0x00185011: {keyword: "TransducerIdentificationSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                 // Transducer Identification Sequence
-	0x0018700A: {keyword: "DetectorID", vr: "SH", basic: ActionXD, opts: [numCols]Action{colDevice: ActionK}},                                                                      // Detector ID
-	0x0018700C: {keyword: "DateOfLastDetectorCalibration", vr: "DA", basic: ActionXD, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}, // Date of Last Detector Calibration
-	0x0018700E: {keyword: "TimeOfLastDetectorCalibration", vr: "TM", basic: ActionXD, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}, // Time of Last Detector Calibration
-	0x00189074: {keyword: "FrameAcquisitionDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Frame Acquisition DateTime
-	0x00189151: {keyword: "FrameReferenceDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Frame Reference DateTime
-	0x00189185: {keyword: "RespiratoryMotionCompensationTechniqueDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                      // Respiratory Motion Compensation Technique Description
-	0x00189367: {keyword: "XRaySourceID", vr: "UC", basic: ActionD, opts: [numCols]Action{colDevice: ActionK}},                                                                     // X-Ray Source ID
-	0x00189369: {keyword: "SourceStartDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                // Source Start DateTime
-	0x0018936A: {keyword: "SourceEndDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Source End DateTime
-	0x00189371: {keyword: "XRayDetectorID", vr: "UC", basic: ActionD, opts: [numCols]Action{colDevice: ActionK}},                                                                   // X-Ray Detector ID
-	0x00189373: {keyword: "XRayDetectorLabel", vr: "ST", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                // X-Ray Detector Label
-	0x0018937B: {keyword: "MultienergyAcquisitionDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                      // Multi-energy Acquisition Description
-	0x0018937F: {keyword: "DecompositionDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                               // Decomposition Description
-	0x00189424: {keyword: "AcquisitionProtocolDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                         // Acquisition Protocol Description
-	0x00189516: {keyword: "StartAcquisitionDateTime", vr: "DT", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                          // Start Acquisition DateTime
-	0x00189517: {keyword: "EndAcquisitionDateTime", vr: "DT", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                            // End Acquisition DateTime
-	0x00189623: {keyword: "FunctionalSyncPulse", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                // Functional Sync Pulse
-	0x00189701: {keyword: "DecayCorrectionDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                            // Decay Correction DateTime
-	0x00189804: {keyword: "ExclusionStartDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Exclusion Start DateTime
-	0x00189919: {keyword: "InstructionPerformedDateTime", vr: "DT", basic: ActionZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                      // Instruction Performed DateTime
-	0x00189937: {keyword: "RequestedSeriesDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                             // Requested Series Description
-	0x0018A002: {keyword: "ContributionDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Contribution DateTime
-	0x0018A003: {keyword: "ContributionDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                // Contribution Description
-	0x0020000D: {keyword: "StudyInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                   // Study Instance UID
-	0x0020000E: {keyword: "SeriesInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                  // Series Instance UID
-	0x00200010: {keyword: "StudyID", vr: "SH", basic: ActionZ},                                                                                                                     // Study ID
-	0x00200027: {keyword: "PyramidLabel", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                           // Pyramid Label
-	0x00200052: {keyword: "FrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                // Frame of Reference UID
-	0x00200200: {keyword: "SynchronizationFrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                 // Synchronization Frame of Reference UID
-	0x00203401: {keyword: "ModifyingDeviceID", vr: "CS", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                // Modifying Device ID
-	0x00203403: {keyword: "ModifiedImageDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Modified Image Date
-	0x00203405: {keyword: "ModifiedImageTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Modified Image Time
-	0x00203406: {keyword: "ModifiedImageDescription", vr: "LO", basic: ActionX},                                                                                                    // Modified Image Description
-	0x00204000: {keyword: "ImageComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                          // Image Comments
-	0x00209158: {keyword: "FrameComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                          // Frame Comments
-	0x00209161: {keyword: "ConcatenationUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                   // Concatenation UID
-	0x00209164: {keyword: "DimensionOrganizationUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                           // Dimension Organization UID
-	0x00281199: {keyword: "PaletteColorLookupTableUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                         // Palette Color Lookup Table UID
-	0x00281214: {keyword: "LargePaletteColorLookupTableUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                    // Large Palette Color Lookup Table UID
-	0x00284000: {keyword: "ImagePresentationComments", vr: "LT", basic: ActionX},                                                                                                   // Image Presentation Comments
-	0x00320012: {keyword: "StudyIDIssuer", vr: "LO", basic: ActionX},                                                                                                               // Study ID Issuer
-	0x00320032: {keyword: "StudyVerifiedDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Study Verified Date
-	0x00320033: {keyword: "StudyVerifiedTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Study Verified Time
-	0x00320034: {keyword: "StudyReadDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                      // Study Read Date
-	0x00320035: {keyword: "StudyReadTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                      // Study Read Time
-	0x00321000: {keyword: "ScheduledStudyStartDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                            // Scheduled Study Start Date
-	0x00321001: {keyword: "ScheduledStudyStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                            // Scheduled Study Start Time
-	0x00321010: {keyword: "ScheduledStudyStopDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Scheduled Study Stop Date
-	0x00321011: {keyword: "ScheduledStudyStopTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Scheduled Study Stop Time
-	0x00321020: {keyword: "ScheduledStudyLocation", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                           // Scheduled Study Location
-	0x00321021: {keyword: "ScheduledStudyLocationAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                    // Scheduled Study Location AE Title
-	0x00321030: {keyword: "ReasonForStudy", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                         // Reason for Study
-	0x00321032: {keyword: "RequestingPhysician", vr: "PN", basic: ActionX},                                                                                                         // Requesting Physician
-	0x00321033: {keyword: "RequestingService", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                      // Requesting Service
-	0x00321040: {keyword: "StudyArrivalDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                   // Study Arrival Date
-	0x00321041: {keyword: "StudyArrivalTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                   // Study Arrival Time
-	0x00321050: {keyword: "StudyCompletionDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                // Study Completion Date
-	0x00321051: {keyword: "StudyCompletionTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                // Study Completion Time
-	0x00321060: {keyword: "RequestedProcedureDescription", vr: "LO", basic: ActionXZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                         // Requested Procedure Description
-	0x00321066: {keyword: "ReasonForVisit", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                         // Reason for Visit
-	0x00321067: {keyword: "ReasonForVisitCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                             // Reason for Visit Code Sequence
-	0x00321070: {keyword: "RequestedContrastAgent", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                 // Requested Contrast Agent
-	0x00324000: {keyword: "StudyComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                          // Study Comments
-	0x00340001: {keyword: "FlowIdentifierSequence", vr: "SQ", basic: ActionD},                                                                                                      // Flow Identifier Sequence
-	0x00340002: {keyword: "FlowIdentifier", vr: "OB", basic: ActionD},                                                                                                              // Flow Identifier
-	0x00340005: {keyword: "SourceIdentifier", vr: "OB", basic: ActionD},                                                                                                            // Source Identifier
-	0x00340007: {keyword: "FrameOriginTimestamp", vr: "OB", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Frame Origin Timestamp
-	0x00380004: {keyword: "ReferencedPatientAliasSequence", vr: "SQ", basic: ActionX},                                                                                              // Referenced Patient Alias Sequence
-	0x00380010: {keyword: "AdmissionID", vr: "LO", basic: ActionX},                                                                                                                 // Admission ID
-	0x00380011: {keyword: "IssuerOfAdmissionID", vr: "LO", basic: ActionX},                                                                                                         // Issuer of Admission ID
-	0x00380014: {keyword: "IssuerOfAdmissionIDSequence", vr: "SQ", basic: ActionX},                                                                                                 // Issuer of Admission ID Sequence
-	0x0038001A: {keyword: "ScheduledAdmissionDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Scheduled Admission Date
-	0x0038001B: {keyword: "ScheduledAdmissionTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Scheduled Admission Time
-	0x0038001C: {keyword: "ScheduledDischargeDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Scheduled Discharge Date
-	0x0038001D: {keyword: "ScheduledDischargeTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Scheduled Discharge Time
-	0x0038001E: {keyword: "ScheduledPatientInstitutionResidence", vr: "LO", basic: ActionX},                                                                                        // Scheduled Patient Institution Residence
-	0x00380020: {keyword: "AdmittingDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                      // Admitting Date
-	0x00380021: {keyword: "AdmittingTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                      // Admitting Time
-	0x00380030: {keyword: "DischargeDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                      // Discharge Date
-	0x00380032: {keyword: "DischargeTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                      // Discharge Time
-	0x00380040: {keyword: "DischargeDiagnosisDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                          // Discharge Diagnosis Description
-	0x00380050: {keyword: "SpecialNeeds", vr: "LO", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC}},                                                               // Special Needs
-	0x00380060: {keyword: "ServiceEpisodeID", vr: "LO", basic: ActionX},                                                                                                            // Service Episode ID
-	0x00380061: {keyword: "IssuerOfServiceEpisodeID", vr: "LO", basic: ActionX},                                                                                                    // Issuer of Service Episode ID
-	0x00380062: {keyword: "ServiceEpisodeDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                              // Service Episode Description
-	0x00380064: {keyword: "IssuerOfServiceEpisodeIDSequence", vr: "SQ", basic: ActionX},                                                                                            // Issuer of Service Episode ID Sequence
-	0x00380300: {keyword: "CurrentPatientLocation", vr: "LO", basic: ActionX},                                                                                                      // Current Patient Location
-	0x00380400: {keyword: "PatientInstitutionResidence", vr: "LO", basic: ActionX},                                                                                                 // Patient's Institution Residence
-	0x00380500: {keyword: "PatientState", vr: "LO", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC, colCleanDescriptors: ActionC}},                                 // Patient State
-	0x00384000: {keyword: "VisitComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                          // Visit Comments
-	0x003A0020: {keyword: "MultiplexGroupLabel", vr: "SH", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                    // Multiplex Group Label
-	0x003A0203: {keyword: "ChannelLabel", vr: "SH", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                           // Channel Label
-	0x003A020C: {keyword: "ChannelDerivationDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                           // Channel Derivation Description
-	0x003A0310: {keyword: "MultiplexGroupUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                  // Multiplex Group UID
-	0x003A0314: {keyword: "ImpedanceMeasurementDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                       // Impedance Measurement DateTime
-	0x003A0329: {keyword: "WaveformFilterDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                              // Waveform Filter Description
-	0x003A032B: {keyword: "FilterLookupTableDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                           // Filter Lookup Table Description
-	0x00400001: {keyword: "ScheduledStationAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                          // Scheduled Station AE Title
-	0x00400002: {keyword: "ScheduledProcedureStepStartDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Scheduled Procedure Step Start Date
-	0x00400003: {keyword: "ScheduledProcedureStepStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Scheduled Procedure Step Start Time
-	0x00400004: {keyword: "ScheduledProcedureStepEndDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                      // Scheduled Procedure Step End Date
-	0x00400005: {keyword: "ScheduledProcedureStepEndTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                      // Scheduled Procedure Step End Time
-	0x00400006: {keyword: "ScheduledPerformingPhysicianName", vr: "PN", basic: ActionX},                                                                                            // Scheduled Performing Physician's Name
-	0x00400007: {keyword: "ScheduledProcedureStepDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                      // Scheduled Procedure Step Description
-	0x00400009: {keyword: "ScheduledProcedureStepID", vr: "SH", basic: ActionX},                                                                                                    // Scheduled Procedure Step ID
-	0x0040000B: {keyword: "ScheduledPerformingPhysicianIdentificationSequence", vr: "SQ", basic: ActionX},                                                                          // Scheduled Performing Physician Identification Sequence
-	0x00400010: {keyword: "ScheduledStationName", vr: "SH", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                             // Scheduled Station Name
-	0x00400011: {keyword: "ScheduledProcedureStepLocation", vr: "SH", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                   // Scheduled Procedure Step Location
-	0x00400012: {keyword: "PreMedication", vr: "LO", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC}},                                                              // Pre-Medication
-	0x00400241: {keyword: "PerformedStationAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                          // Performed Station AE Title
-	0x00400242: {keyword: "PerformedStationName", vr: "SH", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                             // Performed Station Name
-	0x00400243: {keyword: "PerformedLocation", vr: "SH", basic: ActionX},                                                                                                           // Performed Location
-	0x00400244: {keyword: "PerformedProcedureStepStartDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Performed Procedure Step Start Date
-	0x00400245: {keyword: "PerformedProcedureStepStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Performed Procedure Step Start Time
-	0x00400250: {keyword: "PerformedProcedureStepEndDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                      // Performed Procedure Step End Date
-	0x00400251: {keyword: "PerformedProcedureStepEndTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                      // Performed Procedure Step End Time
-	0x00400253: {keyword: "PerformedProcedureStepID", vr: "SH", basic: ActionX},                                                                                                    // Performed Procedure Step ID
-	0x00400254: {keyword: "PerformedProcedureStepDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                      // Performed Procedure Step Description
-	0x00400275: {keyword: "RequestAttributesSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                              // Request Attributes Sequence
-	0x00400280: {keyword: "CommentsOnThePerformedProcedureStep", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                    // Comments on the Performed Procedure Step
-	0x00400310: {keyword: "CommentsOnRadiationDose", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                // Comments on Radiation Dose
-	0x0040050A: {keyword: "SpecimenAccessionNumber", vr: "LO", basic: ActionX},                                                                                                     // Specimen Accession Number
-	0x00400512: {keyword: "ContainerIdentifier", vr: "LO", basic: ActionD},                                                                                                         // Container Identifier
-	0x00400513: {keyword: "IssuerOfTheContainerIdentifierSequence", vr: "SQ", basic: ActionZ},                                                                                      // Issuer of the Container Identifier Sequence
-	0x0040051A: {keyword: "ContainerDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                   // Container Description
-	0x00400551: {keyword: "SpecimenIdentifier", vr: "LO", basic: ActionD},                                                                                                          // Specimen Identifier
-	0x00400554: {keyword: "SpecimenUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                        // Specimen UID
-	0x00400555: {keyword: "AcquisitionContextSequence", vr: "SQ", basic: ActionXZ, opts: [numCols]Action{colCleanStructured: ActionC}},                                             // Acquisition Context Sequence
-	0x00400556: {keyword: "AcquisitionContextDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                          // Acquisition Context Description
-	0x00400562: {keyword: "IssuerOfTheSpecimenIdentifierSequence", vr: "SQ", basic: ActionZ},                                                                                       // Issuer of the Specimen Identifier Sequence
-	0x00400600: {keyword: "SpecimenShortDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                               // Specimen Short Description
-	0x00400602: {keyword: "SpecimenDetailedDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                            // Specimen Detailed Description
-	0x00400610: {keyword: "SpecimenPreparationSequence", vr: "SQ", basic: ActionZ, opts: [numCols]Action{colCleanStructured: ActionC}},                                             // Specimen Preparation Sequence
-	0x004006FA: {keyword: "SlideIdentifier", vr: "LO", basic: ActionX},                                                                                                             // Slide Identifier
-	0x00401001: {keyword: "RequestedProcedureID", vr: "SH", basic: ActionX},                                                                                                        // Requested Procedure ID
-	0x00401002: {keyword: "ReasonForTheRequestedProcedure", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                         // Reason for the Requested Procedure
-	0x00401004: {keyword: "PatientTransportArrangements", vr: "LO", basic: ActionX},                                                                                                // Patient Transport Arrangements
-	0x00401005: {keyword: "RequestedProcedureLocation", vr: "LO", basic: ActionX},                                                                                                  // Requested Procedure Location
-	0x0040100A: {keyword: "ReasonForRequestedProcedureCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                // Reason for Requested Procedure Code Sequence
-	0x00401010: {keyword: "NamesOfIntendedRecipientsOfResults", vr: "PN", basic: ActionX},                                                                                          // Names of Intended Recipients of Results
-	0x00401011: {keyword: "IntendedRecipientsOfResultsIdentificationSequence", vr: "SQ", basic: ActionX},                                                                           // Intended Recipients of Results Identification Sequence
-	0x00401101: {keyword: "PersonIdentificationCodeSequence", vr: "SQ", basic: ActionD},                                                                                            // Person Identification Code Sequence
-	0x00401102: {keyword: "PersonAddress", vr: "ST", basic: ActionX},                                                                                                               // Person's Address
-	0x00401103: {keyword: "PersonTelephoneNumbers", vr: "LO", basic: ActionX},                                                                                                      // Person's Telephone Numbers
-	0x00401104: {keyword: "PersonTelecomInformation", vr: "LT", basic: ActionX},                                                                                                    // Person's Telecom Information
-	0x00401400: {keyword: "RequestedProcedureComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                             // Requested Procedure Comments
-	0x00402001: {keyword: "ReasonForTheImagingServiceRequest", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                      // Reason for the Imaging Service Request
-	0x00402004: {keyword: "IssueDateOfImagingServiceRequest", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                   // Issue Date of Imaging Service Request
-	0x00402005: {keyword: "IssueTimeOfImagingServiceRequest", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                   // Issue Time of Imaging Service Request
-	0x00402008: {keyword: "OrderEnteredBy", vr: "PN", basic: ActionX},                                                                                                              // Order Entered By
-	0x00402009: {keyword: "OrderEntererLocation", vr: "SH", basic: ActionX},                                                                                                        // Order Enterer's Location
-	0x00402010: {keyword: "OrderCallbackPhoneNumber", vr: "SH", basic: ActionX},                                                                                                    // Order Callback Phone Number
-	0x00402011: {keyword: "OrderCallbackTelecomInformation", vr: "LT", basic: ActionX},                                                                                             // Order Callback Telecom Information
-	0x00402016: {keyword: "PlacerOrderNumberImagingServiceRequest", vr: "LO", basic: ActionZ},                                                                                      // Placer Order Number / Imaging Service Request
-	0x00402017: {keyword: "FillerOrderNumberImagingServiceRequest", vr: "LO", basic: ActionZ},                                                                                      // Filler Order Number / Imaging Service Request
-	0x00402400: {keyword: "ImagingServiceRequestComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                          // Imaging Service Request Comments
-	0x00403001: {keyword: "ConfidentialityConstraintOnPatientDataDescription", vr: "LO", basic: ActionX},                                                                           // Confidentiality Constraint on Patient Data Description
-	0x00404005: {keyword: "ScheduledProcedureStepStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                // Scheduled Procedure Step Start DateTime
-	0x00404008: {keyword: "ScheduledProcedureStepExpirationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},           // Scheduled Procedure Step Expiration DateTime
-	0x00404010: {keyword: "ScheduledProcedureStepModificationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},         // Scheduled Procedure Step Modification DateTime
-	0x00404011: {keyword: "ExpectedCompletionDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                         // Expected Completion DateTime
-	0x00404023: {keyword: "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                       // Referenced General Purpose Scheduled Procedure Step Transaction UID
-	0x00404025: {keyword: "ScheduledStationNameCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                 // Scheduled Station Name Code Sequence
-	0x00404027: {keyword: "ScheduledStationGeographicLocationCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                   // Scheduled Station Geographic Location Code Sequence
-	0x00404028: {keyword: "PerformedStationNameCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                 // Performed Station Name Code Sequence
-	0x00404030: {keyword: "PerformedStationGeographicLocationCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                   // Performed Station Geographic Location Code Sequence
-	0x00404034: {keyword: "ScheduledHumanPerformersSequence", vr: "SQ", basic: ActionX},                                                                                            // Scheduled Human Performers Sequence
-	0x00404035: {keyword: "ActualHumanPerformersSequence", vr: "SQ", basic: ActionX},                                                                                               // Actual Human Performers Sequence
-	0x00404036: {keyword: "HumanPerformerOrganization", vr: "LO", basic: ActionX},                                                                                                  // Human Performer's Organization
-	0x00404037: {keyword: "HumanPerformerName", vr: "PN", basic: ActionX},                                                                                                          // Human Performer's Name
-	0x00404050: {keyword: "PerformedProcedureStepStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                // Performed Procedure Step Start DateTime
-	0x00404051: {keyword: "PerformedProcedureStepEndDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                  // Performed Procedure Step End DateTime
-	0x00404052: {keyword: "ProcedureStepCancellationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                  // Procedure Step Cancellation DateTime
-	0x0040A023: {keyword: "FindingsGroupRecordingDateTrial", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Findings Group Recording Date (Trial)
-	0x0040A024: {keyword: "FindingsGroupRecordingTimeTrial", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Findings Group Recording Time (Trial)
-	0x0040A027: {keyword: "VerifyingOrganization", vr: "LO", basic: ActionD},                                                                                                       // Verifying Organization
-	0x0040A030: {keyword: "VerificationDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Verification DateTime
-	0x0040A032: {keyword: "ObservationDateTime", vr: "DT", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Observation DateTime
-	0x0040A033: {keyword: "ObservationStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Observation Start DateTime
-	0x0040A034: {keyword: "EffectiveStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Effective Start DateTime
-	0x0040A035: {keyword: "EffectiveStopDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                              // Effective Stop DateTime
-	0x0040A073: {keyword: "VerifyingObserverSequence", vr: "SQ", basic: ActionD},                                                                                                   // Verifying Observer Sequence
-	0x0040A075: {keyword: "VerifyingObserverName", vr: "PN", basic: ActionD},                                                                                                       // Verifying Observer Name
-	0x0040A078: {keyword: "AuthorObserverSequence", vr: "SQ", basic: ActionX},                                                                                                      // Author Observer Sequence
-	0x0040A07A: {keyword: "ParticipantSequence", vr: "SQ", basic: ActionX},                                                                                                         // Participant Sequence
-	0x0040A07C: {keyword: "CustodialOrganizationSequence", vr: "SQ", basic: ActionX},                                                                                               // Custodial Organization Sequence
-	0x0040A082: {keyword: "ParticipationDateTime", vr: "DT", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                              // Participation DateTime
-	0x0040A088: {keyword: "VerifyingObserverIdentificationCodeSequence", vr: "SQ", basic: ActionZ},                                                                                 // Verifying Observer Identification Code Sequence
-	0x0040A110: {keyword: "DateOfDocumentOrVerbalTransactionTrial", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},             // Date of Document or Verbal Transaction (Trial)
-	0x0040A112: {keyword: "TimeOfDocumentCreationOrVerbalTransactionTrial", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},     // Time of Document Creation or Verbal Transaction (Trial)
-	0x0040A120: {keyword: "DateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                           // DateTime
-	0x0040A121: {keyword: "Date", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                               // Date
-	0x0040A122: {keyword: "Time", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                               // Time
-	0x0040A123: {keyword: "PersonName", vr: "PN", basic: ActionD},                                                                                                                  // Person Name
-	0x0040A124: {keyword: "UID", vr: "UI", basic: ActionU},                                                                                                                         // UID
-	0x0040A13A: {keyword: "ReferencedDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                 // Referenced DateTime
-	0x0040A171: {keyword: "ObservationUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                     // Observation UID
-	0x0040A172: {keyword: "ReferencedObservationUIDTrial", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                      // Referenced Observation UID (Trial)
-	0x0040A192: {keyword: "ObservationDateTrial", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Observation Date (Trial)
-	0x0040A193: {keyword: "ObservationTimeTrial", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Observation Time (Trial)
-	0x0040A307: {keyword: "CurrentObserverTrial", vr: "PN", basic: ActionX},                                                                                                        // Current Observer (Trial)
-	0x0040A352: {keyword: "VerbalSourceTrial", vr: "PN", basic: ActionX},                                                                                                           // Verbal Source (Trial)
-	0x0040A353: {keyword: "AddressTrial", vr: "ST", basic: ActionX},                                                                                                                // Address (Trial)
-	0x0040A354: {keyword: "TelephoneNumberTrial", vr: "LO", basic: ActionX},                                                                                                        // Telephone Number (Trial)
-	0x0040A358: {keyword: "VerbalSourceIdentifierCodeSequenceTrial", vr: "SQ", basic: ActionX},                                                                                     // Verbal Source Identifier Code Sequence (Trial)
-	0x0040A402: {keyword: "ObservationSubjectUIDTrial", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                         // Observation Subject UID (Trial)
-	0x0040A730: {keyword: "ContentSequence", vr: "SQ", basic: ActionD, opts: [numCols]Action{colCleanStructured: ActionC}},                                                         // Content Sequence
-	0x0040B020: {keyword: "WaveformAnnotationSequence", vr: "SQ", basic: ActionXD, opts: [numCols]Action{colCleanStructured: ActionC}},                                             // Waveform Annotation Sequence
-	0x0040B034: {keyword: "AnnotationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                 // Annotation DateTime
-	0x0040B036: {keyword: "SegmentDefinitionDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                          // Segment Definition DateTime
-	0x0040B03B: {keyword: "MontageName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                            // Montage Name
-	0x0040B03F: {keyword: "MontageChannelLabel", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                    // Montage Channel Label
-	0x0040DB06: {keyword: "TemplateVersion", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                    // Template Version
-	0x0040DB07: {keyword: "TemplateLocalVersion", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Template Local Version
-	0x0040DB0C: {keyword: "TemplateExtensionOrganizationUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                   // Template Extension Organization UID
-	0x0040DB0D: {keyword: "TemplateExtensionCreatorUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                        // Template Extension Creator UID
-	0x0040E004: {keyword: "HL7DocumentEffectiveTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // HL7 Document Effective Time
-	0x0040E012: {keyword: "DisplayURI", vr: "UR", basic: ActionX},                                                                                                                  // Display URI
-	0x00420011: {keyword: "EncapsulatedDocument", vr: "OB", basic: ActionD},                                                                                                        // Encapsulated Document
-	0x00440004: {keyword: "ApprovalStatusDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Approval Status DateTime
-	0x0044000B: {keyword: "ProductExpirationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                          // Product Expiration DateTime
-	0x00440010: {keyword: "SubstanceAdministrationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Substance Administration DateTime
-	0x00440104: {keyword: "AssertionDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Assertion DateTime
-	0x00440105: {keyword: "AssertionExpirationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                        // Assertion Expiration DateTime
-	0x0050001B: {keyword: "ContainerComponentID", vr: "LO", basic: ActionX},                                                                                                        // Container Component ID
-	0x00500020: {keyword: "DeviceDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                                // Device Description
-	0x00500021: {keyword: "LongDeviceDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                  // Long Device Description
-	0x00620021: {keyword: "TrackingUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                        // Tracking UID
-	0x00640003: {keyword: "SourceFrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                          // Source Frame of Reference UID
-	0x00686226: {keyword: "EffectiveDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Effective DateTime
-	0x00686270: {keyword: "InformationIssueDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Information Issue DateTime
-	0x006A0003: {keyword: "AnnotationGroupUID", vr: "UI", basic: ActionD, opts: [numCols]Action{colUIDs: ActionK}},                                                                 // Annotation Group UID
-	0x006A0005: {keyword: "AnnotationGroupLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                   // Annotation Group Label
-	0x006A0006: {keyword: "AnnotationGroupDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                             // Annotation Group Description
-	0x00700001: {keyword: "GraphicAnnotationSequence", vr: "SQ", basic: ActionD, opts: [numCols]Action{colCleanGraphics: ActionC}},                                                 // Graphic Annotation Sequence
-	0x00700006: {keyword: "UnformattedTextValue", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                   // Unformatted Text Value
-	0x00700082: {keyword: "PresentationCreationDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Presentation Creation Date
-	0x00700083: {keyword: "PresentationCreationTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Presentation Creation Time
-	0x00700084: {keyword: "ContentCreatorName", vr: "PN", basic: ActionZD},                                                                                                         // Content Creator's Name
-	0x00700086: {keyword: "ContentCreatorIdentificationCodeSequence", vr: "SQ", basic: ActionX},                                                                                    // Content Creator's Identification Code Sequence
-	0x0070031A: {keyword: "FiducialUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                        // Fiducial UID
-	0x00701101: {keyword: "PresentationDisplayCollectionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                   // Presentation Display Collection UID
-	0x00701102: {keyword: "PresentationSequenceCollectionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                  // Presentation Sequence Collection UID
-	0x0072000A: {keyword: "HangingProtocolCreationDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Hanging Protocol Creation DateTime
-	0x0072005E: {keyword: "SelectorAEValue", vr: "AE", basic: ActionD, opts: [numCols]Action{colDevice: ActionC}},                                                                  // Selector AE Value
-	0x0072005F: {keyword: "SelectorASValue", vr: "AS", basic: ActionD, opts: [numCols]Action{colPatientChars: ActionK}},                                                            // Selector AS Value
-	0x00720061: {keyword: "SelectorDAValue", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                    // Selector DA Value
-	0x00720063: {keyword: "SelectorDTValue", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                    // Selector DT Value
-	0x00720065: {keyword: "SelectorOBValue", vr: "OB", basic: ActionD},                                                                                                             // Selector OB Value
-	0x00720066: {keyword: "SelectorLOValue", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Selector LO Value
-	0x00720068: {keyword: "SelectorLTValue", vr: "LT", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Selector LT Value
-	0x0072006A: {keyword: "SelectorPNValue", vr: "PN", basic: ActionD},                                                                                                             // Selector PN Value
-	0x0072006B: {keyword: "SelectorTMValue", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                    // Selector TM Value
-	0x0072006C: {keyword: "SelectorSHValue", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Selector SH Value
-	0x0072006D: {keyword: "SelectorUNValue", vr: "UN", basic: ActionD},                                                                                                             // Selector UN Value
-	0x0072006E: {keyword: "SelectorSTValue", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Selector ST Value
-	0x00720070: {keyword: "SelectorUTValue", vr: "UT", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Selector UT Value
-	0x00720071: {keyword: "SelectorURValue", vr: "UR", basic: ActionD},                                                                                                             // Selector UR Value
-	0x00741234: {keyword: "ReceivingAE", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                                      // Receiving AE
-	0x00741236: {keyword: "RequestingAE", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                                     // Requesting AE
-	0x00880140: {keyword: "StorageMediaFileSetUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                             // Storage Media File-set UID
-	0x00880200: {keyword: "IconImageSequence", vr: "SQ", basic: ActionX},                                                                                                           // Icon Image Sequence
-	0x00880904: {keyword: "TopicTitle", vr: "LO", basic: ActionX},                                                                                                                  // Topic Title
-	0x00880906: {keyword: "TopicSubject", vr: "ST", basic: ActionX},                                                                                                                // Topic Subject
-	0x00880910: {keyword: "TopicAuthor", vr: "LO", basic: ActionX},                                                                                                                 // Topic Author
-	0x00880912: {keyword: "TopicKeywords", vr: "LO", basic: ActionX},                                                                                                               // Topic Keywords
-	0x01000420: {keyword: "SOPAuthorizationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // SOP Authorization DateTime
-	0x04000100: {keyword: "DigitalSignatureUID", vr: "UI", basic: ActionU},                                                                                                         // Digital Signature UID
-	0x04000105: {keyword: "DigitalSignatureDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Digital Signature DateTime
-	0x04000115: {keyword: "CertificateOfSigner", vr: "OB", basic: ActionD},                                                                                                         // Certificate of Signer
-	0x04000310: {keyword: "CertifiedTimestamp", vr: "OB", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                 // Certified Timestamp
-	0x04000402: {keyword: "ReferencedDigitalSignatureSequence", vr: "SQ", basic: ActionX},                                                                                          // Referenced Digital Signature Sequence
-	0x04000403: {keyword: "ReferencedSOPInstanceMACSequence", vr: "SQ", basic: ActionX},                                                                                            // Referenced SOP Instance MAC Sequence
-	0x04000404: {keyword: "MAC", vr: "OB", basic: ActionX},                                                                                                                         // MAC
-	0x04000550: {keyword: "ModifiedAttributesSequence", vr: "SQ", basic: ActionX},                                                                                                  // Modified Attributes Sequence
-	0x04000551: {keyword: "NonconformingModifiedAttributesSequence", vr: "SQ", basic: ActionX},                                                                                     // Nonconforming Modified Attributes Sequence
-	0x04000552: {keyword: "NonconformingDataElementValue", vr: "OB", basic: ActionX},                                                                                               // Nonconforming Data Element Value
-	0x04000561: {keyword: "OriginalAttributesSequence", vr: "SQ", basic: ActionX},                                                                                                  // Original Attributes Sequence
-	0x04000562: {keyword: "AttributeModificationDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                      // Attribute Modification DateTime
-	0x04000563: {keyword: "ModifyingSystem", vr: "LO", basic: ActionD, opts: [numCols]Action{colDevice: ActionK}},                                                                  // Modifying System
-	0x04000564: {keyword: "SourceOfPreviousValues", vr: "LO", basic: ActionZ, opts: [numCols]Action{colInstitution: ActionK}},                                                      // Source of Previous Values
-	0x04000565: {keyword: "ReasonForTheAttributeModification", vr: "CS", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                      // Reason for the Attribute Modification
-	0x04000600: {keyword: "InstanceOriginStatus", vr: "CS", basic: ActionX},                                                                                                        // Instance Origin Status
-	0x20300020: {keyword: "TextString", vr: "LO", basic: ActionX},                                                                                                                  // Text String
-	0x21000040: {keyword: "CreationDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                       // Creation Date
-	0x21000050: {keyword: "CreationTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                       // Creation Time
-	0x21000070: {keyword: "Originator", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}},                                                                       // Originator
-	0x21000140: {keyword: "DestinationAE", vr: "AE", basic: ActionD, opts: [numCols]Action{colDevice: ActionC}},                                                                    // Destination AE
-	0x22000002: {keyword: "LabelText", vr: "UT", basic: ActionXZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                             // Label Text
-	0x22000005: {keyword: "BarcodeValue", vr: "LT", basic: ActionXZ},                                                                                                               // Barcode Value
-	0x30020121: {keyword: "PositionAcquisitionTemplateName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                        // Position Acquisition Template Name
-	0x30020123: {keyword: "PositionAcquisitionTemplateDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                 // Position Acquisition Template Description
-	0x3004007F: {keyword: "DoseCalculationModelName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                               // Dose Calculation Model Name
-	0x30060002: {keyword: "StructureSetLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                      // Structure Set Label
-	0x30060004: {keyword: "StructureSetName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                       // Structure Set Name
-	0x30060006: {keyword: "StructureSetDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                // Structure Set Description
-	0x30060008: {keyword: "StructureSetDate", vr: "DA", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                   // Structure Set Date
-	0x30060009: {keyword: "StructureSetTime", vr: "TM", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                   // Structure Set Time
-	0x30060024: {keyword: "ReferencedFrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                      // Referenced Frame of Reference UID
-	0x30060026: {keyword: "ROIName", vr: "LO", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                                // ROI Name
-	0x30060028: {keyword: "ROIDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                         // ROI Description
-	0x3006002D: {keyword: "ROIDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                        // ROI DateTime
-	0x3006002E: {keyword: "ROIObservationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // ROI Observation DateTime
-	0x30060038: {keyword: "ROIGenerationDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                               // ROI Generation Description
-	0x3006004D: {keyword: "ROICreatorSequence", vr: "SQ", basic: ActionX},                                                                                                          // ROI Creator Sequence
-	0x3006004E: {keyword: "ROIInterpreterSequence", vr: "SQ", basic: ActionX},                                                                                                      // ROI Interpreter Sequence
-	0x30060085: {keyword: "ROIObservationLabel", vr: "SH", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                    // ROI Observation Label
-	0x30060088: {keyword: "ROIObservationDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                              // ROI Observation Description
-	0x300600A6: {keyword: "ROIInterpreter", vr: "PN", basic: ActionZ},                                                                                                              // ROI Interpreter
-	0x300600C2: {keyword: "RelatedFrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                         // Related Frame of Reference UID
-	0x30080024: {keyword: "TreatmentControlPointDate", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                          // Treatment Control Point Date
-	0x30080025: {keyword: "TreatmentControlPointTime", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                          // Treatment Control Point Time
-	0x30080054: {keyword: "FirstTreatmentDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                // First Treatment Date
-	0x30080056: {keyword: "MostRecentTreatmentDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                           // Most Recent Treatment Date
-	0x30080105: {keyword: "SourceSerialNumber", vr: "LO", basic: ActionXZ, opts: [numCols]Action{colDevice: ActionK}},                                                              // Source Serial Number
-	0x30080162: {keyword: "SafePositionExitDate", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Safe Position Exit Date
-	0x30080164: {keyword: "SafePositionExitTime", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                               // Safe Position Exit Time
-	0x30080166: {keyword: "SafePositionReturnDate", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Safe Position Return Date
-	0x30080168: {keyword: "SafePositionReturnTime", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                             // Safe Position Return Time
-	0x30080250: {keyword: "TreatmentDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                     // Treatment Date
-	0x30080251: {keyword: "TreatmentTime", vr: "TM", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                     // Treatment Time
-	0x300A0002: {keyword: "RTPlanLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                            // RT Plan Label
-	0x300A0003: {keyword: "RTPlanName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                             // RT Plan Name
-	0x300A0004: {keyword: "RTPlanDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                      // RT Plan Description
-	0x300A0006: {keyword: "RTPlanDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                        // RT Plan Date
-	0x300A0007: {keyword: "RTPlanTime", vr: "TM", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                        // RT Plan Time
-	0x300A000B: {keyword: "TreatmentSites", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                         // Treatment Sites
-	0x300A000E: {keyword: "PrescriptionDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                // Prescription Description
-	0x300A0013: {keyword: "DoseReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                   // Dose Reference UID
-	0x300A0016: {keyword: "DoseReferenceDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                               // Dose Reference Description
-	0x300A0054: {keyword: "TableTopPositionAlignmentUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                       // Table Top Position Alignment UID
-	0x300A0072: {keyword: "FractionGroupDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                               // Fraction Group Description
-	0x300A0083: {keyword: "ReferencedDoseReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                         // Referenced Dose Reference UID
-	0x300A00B2: {keyword: "TreatmentMachineName", vr: "SH", basic: ActionXZ, opts: [numCols]Action{colDevice: ActionK}},                                                            // Treatment Machine Name
-	0x300A00C3: {keyword: "BeamDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Beam Description
-	0x300A00DD: {keyword: "BolusDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                       // Bolus Description
-	0x300A0196: {keyword: "FixationDeviceDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                              // Fixation Device Description
-	0x300A01A6: {keyword: "ShieldingDeviceDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                             // Shielding Device Description
-	0x300A01B2: {keyword: "SetupTechniqueDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                              // Setup Technique Description
-	0x300A0216: {keyword: "SourceManufacturer", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}},                                                               // Source Manufacturer
-	0x300A022C: {keyword: "SourceStrengthReferenceDate", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                        // Source Strength Reference Date
-	0x300A022E: {keyword: "SourceStrengthReferenceTime", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                        // Source Strength Reference Time
-	0x300A02EB: {keyword: "CompensatorDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                 // Compensator Description
-	0x300A0608: {keyword: "TreatmentPositionGroupLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                            // Treatment Position Group Label
-	0x300A0609: {keyword: "TreatmentPositionGroupUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                          // Treatment Position Group UID
-	0x300A0611: {keyword: "RTAccessoryHolderSlotID", vr: "LO", basic: ActionZ},                                                                                                     // RT Accessory Holder Slot ID
-	0x300A0615: {keyword: "RTAccessoryDeviceSlotID", vr: "LO", basic: ActionZ},                                                                                                     // RT Accessory Device Slot ID
-	0x300A0619: {keyword: "RadiationDoseIdentificationLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                       // Radiation Dose Identification Label
-	0x300A0623: {keyword: "RadiationDoseInVivoMeasurementLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                    // Radiation Dose In-Vivo Measurement Label
-	0x300A062A: {keyword: "RTToleranceSetLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                    // RT Tolerance Set Label
-	0x300A0650: {keyword: "PatientSetupUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                    // Patient Setup UID
-	0x300A0676: {keyword: "EquipmentFrameOfReferenceDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                   // Equipment Frame of Reference Description
-	0x300A067C: {keyword: "RadiationGenerationModeLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                           // Radiation Generation Mode Label
-	0x300A067D: {keyword: "RadiationGenerationModeDescription", vr: "ST", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                     // Radiation Generation Mode Description
-	0x300A0700: {keyword: "TreatmentSessionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                // Treatment Session UID
-	0x300A0734: {keyword: "TreatmentToleranceViolationDescription", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                 // Treatment Tolerance Violation Description
-	0x300A0736: {keyword: "TreatmentToleranceViolationDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                // Treatment Tolerance Violation DateTime
-	0x300A073A: {keyword: "RecordedRTControlPointDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                     // Recorded RT Control Point DateTime
-	0x300A0741: {keyword: "InterlockDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                  // Interlock DateTime
-	0x300A0742: {keyword: "InterlockDescription", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                   // Interlock Description
-	0x300A0760: {keyword: "OverrideDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                   // Override DateTime
-	0x300A0783: {keyword: "InterlockOriginDescription", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                             // Interlock Origin Description
-	0x300A0785: {keyword: "ReferencedTreatmentPositionGroupUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                // Referenced Treatment Position Group UID
-	0x300A078E: {keyword: "PatientTreatmentPreparationProcedureParameterDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},               // Patient Treatment Preparation Procedure Parameter Description
-	0x300A0792: {keyword: "PatientTreatmentPreparationMethodDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                           // Patient Treatment Preparation Method Description
-	0x300A0794: {keyword: "PatientSetupPhotoDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                           // Patient Setup Photo Description
-	0x300A079A: {keyword: "DisplacementReferenceLabel", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                             // Displacement Reference Label
-	0x300C0113: {keyword: "ReasonForOmissionDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                           // Reason for Omission Description
-	0x300C0127: {keyword: "BeamHoldTransitionDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}},     // Beam Hold Transition DateTime
-	0x300E0004: {keyword: "ReviewDate", vr: "DA", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                         // Review Date
-	0x300E0005: {keyword: "ReviewTime", vr: "TM", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                                         // Review Time
-	0x300E0008: {keyword: "ReviewerName", vr: "PN", basic: ActionXZ},                                                                                                               // Reviewer Name
-	0x30100006: {keyword: "ConceptualVolumeUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                // Conceptual Volume UID
-	0x3010000B: {keyword: "ReferencedConceptualVolumeUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                      // Referenced Conceptual Volume UID
-	0x3010000F: {keyword: "ConceptualVolumeCombinationDescription", vr: "ST", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                 // Conceptual Volume Combination Description
-	0x30100013: {keyword: "ConstituentConceptualVolumeUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                     // Constituent Conceptual Volume UID
-	0x30100015: {keyword: "SourceConceptualVolumeUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                          // Source Conceptual Volume UID
-	0x30100017: {keyword: "ConceptualVolumeDescription", vr: "ST", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                            // Conceptual Volume Description
-	0x3010001B: {keyword: "DeviceAlternateIdentifier", vr: "UC", basic: ActionZ},                                                                                                   // Device Alternate Identifier
-	0x3010002D: {keyword: "DeviceLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colDevice: ActionK}},                                                                      // Device Label
-	0x30100031: {keyword: "ReferencedFiducialsUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                             // Referenced Fiducials UID
-	0x30100033: {keyword: "UserContentLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                       // User Content Label
-	0x30100034: {keyword: "UserContentLongLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                   // User Content Long Label
-	0x30100035: {keyword: "EntityLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                            // Entity Label
-	0x30100036: {keyword: "EntityName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                             // Entity Name
-	0x30100037: {keyword: "EntityDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                      // Entity Description
-	0x30100038: {keyword: "EntityLongLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Entity Long Label
-	0x3010003B: {keyword: "RTTreatmentPhaseUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                                // RT Treatment Phase UID
-	0x30100043: {keyword: "ManufacturerDeviceIdentifier", vr: "ST", basic: ActionZ, opts: [numCols]Action{colDevice: ActionK}},                                                     // Manufacturer's Device Identifier
-	0x3010004C: {keyword: "IntendedPhaseStartDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                            // Intended Phase Start Date
-	0x3010004D: {keyword: "IntendedPhaseEndDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                              // Intended Phase End Date
-	0x30100054: {keyword: "RTPrescriptionLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                    // RT Prescription Label
-	0x30100056: {keyword: "RTTreatmentApproachLabel", vr: "LO", basic: ActionXD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                              // RT Treatment Approach Label
-	0x3010005A: {keyword: "RTPhysicianIntentNarrative", vr: "UT", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                             // RT Physician Intent Narrative
-	0x3010005C: {keyword: "ReasonForSuperseding", vr: "ST", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                   // Reason for Superseding
-	0x30100061: {keyword: "PriorTreatmentDoseDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                          // Prior Treatment Dose Description
-	0x3010006E: {keyword: "DosimetricObjectiveUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                             // Dosimetric Objective UID
-	0x3010006F: {keyword: "ReferencedDosimetricObjectiveUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}},                                                   // Referenced Dosimetric Objective UID
-	0x30100077: {keyword: "TreatmentSite", vr: "LO", basic: ActionXD, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                         // Treatment Site
-	0x3010007A: {keyword: "TreatmentTechniqueNotes", vr: "UT", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                // Treatment Technique Notes
-	0x3010007B: {keyword: "PrescriptionNotes", vr: "UT", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                      // Prescription Notes
-	0x3010007F: {keyword: "FractionationNotes", vr: "UT", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                     // Fractionation Notes
-	0x30100081: {keyword: "PrescriptionNotesSequence", vr: "SQ", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                              // Prescription Notes Sequence
-	0x30100085: {keyword: "IntendedFractionStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                          // Intended Fraction Start Time
-	0x40000010: {keyword: "Arbitrary", vr: "LT", basic: ActionX},                                                                                                                   // Arbitrary
-	0x40004000: {keyword: "TextComments", vr: "LT", basic: ActionX},                                                                                                                // Text Comments
-	0x40080040: {keyword: "ResultsID", vr: "SH", basic: ActionX},                                                                                                                   // Results ID
-	0x40080042: {keyword: "ResultsIDIssuer", vr: "LO", basic: ActionX},                                                                                                             // Results ID Issuer
-	0x40080100: {keyword: "InterpretationRecordedDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                         // Interpretation Recorded Date
-	0x40080101: {keyword: "InterpretationRecordedTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                         // Interpretation Recorded Time
-	0x40080102: {keyword: "InterpretationRecorder", vr: "PN", basic: ActionX},                                                                                                      // Interpretation Recorder
-	0x40080108: {keyword: "InterpretationTranscriptionDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Interpretation Transcription Date
-	0x40080109: {keyword: "InterpretationTranscriptionTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                    // Interpretation Transcription Time
-	0x4008010A: {keyword: "InterpretationTranscriber", vr: "PN", basic: ActionX},                                                                                                   // Interpretation Transcriber
-	0x4008010B: {keyword: "InterpretationText", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                     // Interpretation Text
-	0x4008010C: {keyword: "InterpretationAuthor", vr: "PN", basic: ActionX},                                                                                                        // Interpretation Author
-	0x40080111: {keyword: "InterpretationApproverSequence", vr: "SQ", basic: ActionX},                                                                                              // Interpretation Approver Sequence
-	0x40080112: {keyword: "InterpretationApprovalDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                         // Interpretation Approval Date
-	0x40080113: {keyword: "InterpretationApprovalTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}},                         // Interpretation Approval Time
-	0x40080114: {keyword: "PhysicianApprovingInterpretation", vr: "PN", basic: ActionX},                                                                                            // Physician Approving Interpretation
-	0x40080115: {keyword: "InterpretationDiagnosisDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                     // Interpretation Diagnosis Description
-	0x40080118: {keyword: "ResultsDistributionListSequence", vr: "SQ", basic: ActionX},                                                                                             // Results Distribution List Sequence
-	0x40080119: {keyword: "DistributionName", vr: "PN", basic: ActionX},                                                                                                            // Distribution Name
-	0x4008011A: {keyword: "DistributionAddress", vr: "LO", basic: ActionX},                                                                                                         // Distribution Address
-	0x40080200: {keyword: "InterpretationID", vr: "SH", basic: ActionX},                                                                                                            // Interpretation ID
-	0x40080202: {keyword: "InterpretationIDIssuer", vr: "LO", basic: ActionX},                                                                                                      // Interpretation ID Issuer
-	0x40080300: {keyword: "Impressions", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                            // Impressions
-	0x40084000: {keyword: "ResultsComments", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}},                                                        // Results Comments
-	0xFFFAFFFA: {keyword: "DigitalSignaturesSequence", vr: "SQ", basic: ActionX},                                                                                                   // Digital Signatures Sequence
-	0xFFFCFFFC: {keyword: "DataSetTrailingPadding", vr: "OB", basic: ActionX},                                                                                                      // Data Set Trailing Padding
+import (
+	"cmp"
+	"slices"
+	"strings"
+)
+
+// profileRule returns the single-tag row of Table E.1-1 for t. It runs
+// several times per element: the binary search is written out, which
+// makes it several times faster than with a comparison function.
+func profileRule(t Tag) (rule, bool) {
+	lo, hi := 0, len(profileRules)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if profileRules[m].tag < t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(profileRules) && profileRules[lo].tag == t {
+		return profileRules[lo].rule, true
+	}
+	return rule{}, false
+}
+
+// taggedRule is a single-tag row of Table E.1-1.
+type taggedRule struct {
+	tag Tag
+	rule
+}
+
+// profileRules holds the single-tag rows of Table E.1-1, sorted by tag. A
+// static table, unlike a map, costs nothing when the program starts.
+var profileRules = [...]taggedRule{
+	{0x00001000, rule{keyword: "AffectedSOPInstanceUID", vr: "UI", basic: ActionX, opts: [numCols]Action{colUIDs: ActionK}}},                                                             // Affected SOP Instance UID
+	{0x00001001, rule{keyword: "RequestedSOPInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                            // Requested SOP Instance UID
+	{0x00020003, rule{keyword: "MediaStorageSOPInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                         // Media Storage SOP Instance UID
+	{0x00041511, rule{keyword: "ReferencedSOPInstanceUIDInFile", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                     // Referenced SOP Instance UID in File
+	{0x00080012, rule{keyword: "InstanceCreationDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                              // Instance Creation Date
+	{0x00080013, rule{keyword: "InstanceCreationTime", vr: "TM", basic: ActionXZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Instance Creation Time
+	{0x00080014, rule{keyword: "InstanceCreatorUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                 // Instance Creator UID
+	{0x00080015, rule{keyword: "InstanceCoercionDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Instance Coercion DateTime
+	{0x00080017, rule{keyword: "AcquisitionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                     // Acquisition UID
+	{0x00080018, rule{keyword: "SOPInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                     // SOP Instance UID
+	{0x00080019, rule{keyword: "PyramidUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                         // Pyramid UID
+	{0x00080020, rule{keyword: "StudyDate", vr: "DA", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                          // Study Date
+	{0x00080021, rule{keyword: "SeriesDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                        // Series Date
+	{0x00080022, rule{keyword: "AcquisitionDate", vr: "DA", basic: ActionXZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                   // Acquisition Date
+	{0x00080023, rule{keyword: "ContentDate", vr: "DA", basic: ActionZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                       // Content Date
+	{0x00080024, rule{keyword: "OverlayDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                        // Overlay Date
+	{0x00080025, rule{keyword: "CurveDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                          // Curve Date
+	{0x0008002A, rule{keyword: "AcquisitionDateTime", vr: "DT", basic: ActionXZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                              // Acquisition DateTime
+	{0x00080030, rule{keyword: "StudyTime", vr: "TM", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                          // Study Time
+	{0x00080031, rule{keyword: "SeriesTime", vr: "TM", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                        // Series Time
+	{0x00080032, rule{keyword: "AcquisitionTime", vr: "TM", basic: ActionXZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                   // Acquisition Time
+	{0x00080033, rule{keyword: "ContentTime", vr: "TM", basic: ActionZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                       // Content Time
+	{0x00080034, rule{keyword: "OverlayTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                        // Overlay Time
+	{0x00080035, rule{keyword: "CurveTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                          // Curve Time
+	{0x00080050, rule{keyword: "AccessionNumber", vr: "SH", basic: ActionZ}},                                                                                                             // Accession Number
+	{0x00080054, rule{keyword: "RetrieveAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                                  // Retrieve AE Title
+	{0x00080055, rule{keyword: "StationAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                                   // Station AE Title
+	{0x00080058, rule{keyword: "FailedSOPInstanceUIDList", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                           // Failed SOP Instance UID List
+	{0x00080080, rule{keyword: "InstitutionName", vr: "LO", basic: ActionXZD, opts: [numCols]Action{colInstitution: ActionK}}},                                                           // Institution Name
+	{0x00080081, rule{keyword: "InstitutionAddress", vr: "ST", basic: ActionX, opts: [numCols]Action{colInstitution: ActionK}}},                                                          // Institution Address
+	{0x00080082, rule{keyword: "InstitutionCodeSequence", vr: "SQ", basic: ActionXZD, opts: [numCols]Action{colInstitution: ActionK}}},                                                   // Institution Code Sequence
+	{0x00080090, rule{keyword: "ReferringPhysicianName", vr: "PN", basic: ActionZ}},                                                                                                      // Referring Physician's Name
+	{0x00080092, rule{keyword: "ReferringPhysicianAddress", vr: "ST", basic: ActionX}},                                                                                                   // Referring Physician's Address
+	{0x00080094, rule{keyword: "ReferringPhysicianTelephoneNumbers", vr: "SH", basic: ActionX}},                                                                                          // Referring Physician's Telephone Numbers
+	{0x00080096, rule{keyword: "ReferringPhysicianIdentificationSequence", vr: "SQ", basic: ActionX}},                                                                                    // Referring Physician Identification Sequence
+	{0x0008009C, rule{keyword: "ConsultingPhysicianName", vr: "PN", basic: ActionZ}},                                                                                                     // Consulting Physician's Name
+	{0x0008009D, rule{keyword: "ConsultingPhysicianIdentificationSequence", vr: "SQ", basic: ActionX}},                                                                                   // Consulting Physician Identification Sequence
+	{0x00080106, rule{keyword: "ContextGroupVersion", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                // Context Group Version
+	{0x00080107, rule{keyword: "ContextGroupLocalVersion", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Context Group Local Version
+	{0x00080201, rule{keyword: "TimezoneOffsetFromUTC", vr: "SH", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                              // Timezone Offset From UTC
+	{0x00081000, rule{keyword: "NetworkID", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                                        // Network ID
+	{0x00081010, rule{keyword: "StationName", vr: "SH", basic: ActionXZD, opts: [numCols]Action{colDevice: ActionK}}},                                                                    // Station Name
+	{0x00081030, rule{keyword: "StudyDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                       // Study Description
+	{0x0008103E, rule{keyword: "SeriesDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                      // Series Description
+	{0x00081040, rule{keyword: "InstitutionalDepartmentName", vr: "LO", basic: ActionX, opts: [numCols]Action{colInstitution: ActionK}}},                                                 // Institutional Department Name
+	{0x00081041, rule{keyword: "InstitutionalDepartmentTypeCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colInstitution: ActionK}}},                                     // Institutional Department Type Code Sequence
+	{0x00081048, rule{keyword: "PhysiciansOfRecord", vr: "PN", basic: ActionX}},                                                                                                          // Physician(s) of Record
+	{0x00081049, rule{keyword: "PhysiciansOfRecordIdentificationSequence", vr: "SQ", basic: ActionX}},                                                                                    // Physician(s) of Record Identification Sequence
+	{0x00081050, rule{keyword: "PerformingPhysicianName", vr: "PN", basic: ActionX}},                                                                                                     // Performing Physician's Name
+	{0x00081052, rule{keyword: "PerformingPhysicianIdentificationSequence", vr: "SQ", basic: ActionX}},                                                                                   // Performing Physician Identification Sequence
+	{0x00081060, rule{keyword: "NameOfPhysiciansReadingStudy", vr: "PN", basic: ActionX}},                                                                                                // Name of Physician(s) Reading Study
+	{0x00081062, rule{keyword: "PhysiciansReadingStudyIdentificationSequence", vr: "SQ", basic: ActionX}},                                                                                // Physician(s) Reading Study Identification Sequence
+	{0x00081070, rule{keyword: "OperatorsName", vr: "PN", basic: ActionXZD}},                                                                                                             // Operators' Name
+	{0x00081072, rule{keyword: "OperatorIdentificationSequence", vr: "SQ", basic: ActionXD}},                                                                                             // Operator Identification Sequence
+	{0x00081080, rule{keyword: "AdmittingDiagnosesDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                          // Admitting Diagnoses Description
+	{0x00081084, rule{keyword: "AdmittingDiagnosesCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                         // Admitting Diagnoses Code Sequence
+	{0x00081088, rule{keyword: "PyramidDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                     // Pyramid Description
+	{0x00081110, rule{keyword: "ReferencedStudySequence", vr: "SQ", basic: ActionXZ, opts: [numCols]Action{colUIDs: ActionK}}},                                                           // Referenced Study Sequence
+	{0x00081111, rule{keyword: "ReferencedPerformedProcedureStepSequence", vr: "SQ", basic: ActionXZD, opts: [numCols]Action{colUIDs: ActionK}}},                                         // Referenced Performed Procedure Step Sequence
+	{0x00081120, rule{keyword: "ReferencedPatientSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colUIDs: ActionK}}},                                                          // Referenced Patient Sequence
+	{0x00081140, rule{keyword: "ReferencedImageSequence", vr: "SQ", basic: ActionXZU, opts: [numCols]Action{colUIDs: ActionK}}},                                                          // Referenced Image Sequence
+	{0x00081155, rule{keyword: "ReferencedSOPInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                           // Referenced SOP Instance UID
+	{0x00081195, rule{keyword: "TransactionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                     // Transaction UID
+	{0x00081301, rule{keyword: "PrincipalDiagnosisCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                         // Principal Diagnosis Code Sequence
+	{0x00081302, rule{keyword: "PrimaryDiagnosisCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                           // Primary Diagnosis Code Sequence
+	{0x00081303, rule{keyword: "SecondaryDiagnosesCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                         // Secondary Diagnoses Code Sequence
+	{0x00081304, rule{keyword: "HistologicalDiagnosesCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                      // Histological Diagnoses Code Sequence
+	{0x00082111, rule{keyword: "DerivationDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                  // Derivation Description
+	{0x00082112, rule{keyword: "SourceImageSequence", vr: "SQ", basic: ActionXZU, opts: [numCols]Action{colUIDs: ActionK}}},                                                              // Source Image Sequence
+	{0x00083010, rule{keyword: "IrradiationEventUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                // Irradiation Event UID
+	{0x00084000, rule{keyword: "IdentifyingComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                    // Identifying Comments
+	{0x00100010, rule{keyword: "PatientName", vr: "PN", basic: ActionZ}},                                                                                                                 // Patient's Name
+	{0x00100011, rule{keyword: "PersonNamesToUseSequence", vr: "SQ", basic: ActionX}},                                                                                                    // Person Names to Use Sequence
+	{0x00100012, rule{keyword: "NameToUse", vr: "PN", basic: ActionX}},                                                                                                                   // Name to Use
+	{0x00100013, rule{keyword: "NameToUseComment", vr: "UT", basic: ActionX}},                                                                                                            // Name to Use Comment
+	{0x00100014, rule{keyword: "ThirdPersonPronounsSequence", vr: "SQ", basic: ActionX}},                                                                                                 // Third Person Pronouns Sequence
+	{0x00100015, rule{keyword: "PronounCodeSequence", vr: "SQ", basic: ActionX}},                                                                                                         // Pronoun Code Sequence
+	{0x00100016, rule{keyword: "PronounComment", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                         // Pronoun Comment
+	{0x00100020, rule{keyword: "PatientID", vr: "LO", basic: ActionZD}},                                                                                                                  // Patient ID
+	{0x00100021, rule{keyword: "IssuerOfPatientID", vr: "LO", basic: ActionX}},                                                                                                           // Issuer of Patient ID
+	{0x00100030, rule{keyword: "PatientBirthDate", vr: "DA", basic: ActionZ}},                                                                                                            // Patient's Birth Date
+	{0x00100032, rule{keyword: "PatientBirthTime", vr: "TM", basic: ActionX}},                                                                                                            // Patient's Birth Time
+	{0x00100040, rule{keyword: "PatientSex", vr: "CS", basic: ActionZ, opts: [numCols]Action{colPatientChars: ActionK}}},                                                                 // Patient's Sex
+	{0x00100041, rule{keyword: "GenderIdentitySequence", vr: "SQ", basic: ActionX}},                                                                                                      // Gender Identity Sequence
+	{0x00100042, rule{keyword: "SexParametersForClinicalUseCategoryComment", vr: "UT", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC, colCleanDescriptors: ActionC}}},   // Sex Parameters for Clinical Use Category Comment
+	{0x00100043, rule{keyword: "SexParametersForClinicalUseCategorySequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                // Sex Parameters for Clinical Use Category Sequence
+	{0x00100044, rule{keyword: "GenderIdentityCodeSequence", vr: "SQ", basic: ActionX}},                                                                                                  // Gender Identity Code Sequence
+	{0x00100045, rule{keyword: "GenderIdentityComment", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                  // Gender Identity Comment
+	{0x00100046, rule{keyword: "SexParametersForClinicalUseCategoryCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                            // Sex Parameters for Clinical Use Category Code Sequence
+	{0x00100047, rule{keyword: "SexParametersForClinicalUseCategoryReference", vr: "UR", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                               // Sex Parameters for Clinical Use Category Reference
+	{0x00100050, rule{keyword: "PatientInsurancePlanCodeSequence", vr: "SQ", basic: ActionX}},                                                                                            // Patient's Insurance Plan Code Sequence
+	{0x00100101, rule{keyword: "PatientPrimaryLanguageCodeSequence", vr: "SQ", basic: ActionX}},                                                                                          // Patient's Primary Language Code Sequence
+	{0x00100102, rule{keyword: "PatientPrimaryLanguageModifierCodeSequence", vr: "SQ", basic: ActionX}},                                                                                  // Patient's Primary Language Modifier Code Sequence
+	{0x00101000, rule{keyword: "OtherPatientIDs", vr: "LO", basic: ActionX}},                                                                                                             // Other Patient IDs
+	{0x00101001, rule{keyword: "OtherPatientNames", vr: "PN", basic: ActionX}},                                                                                                           // Other Patient Names
+	{0x00101002, rule{keyword: "OtherPatientIDsSequence", vr: "SQ", basic: ActionX}},                                                                                                     // Other Patient IDs Sequence
+	{0x00101005, rule{keyword: "PatientBirthName", vr: "PN", basic: ActionX}},                                                                                                            // Patient's Birth Name
+	{0x00101010, rule{keyword: "PatientAge", vr: "AS", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                                                 // Patient's Age
+	{0x00101020, rule{keyword: "PatientSize", vr: "DS", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                                                // Patient's Size
+	{0x00101030, rule{keyword: "PatientWeight", vr: "DS", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                                              // Patient's Weight
+	{0x00101040, rule{keyword: "PatientAddress", vr: "LO", basic: ActionX}},                                                                                                              // Patient's Address
+	{0x00101050, rule{keyword: "InsurancePlanIdentification", vr: "LO", basic: ActionX}},                                                                                                 // Insurance Plan Identification
+	{0x00101060, rule{keyword: "PatientMotherBirthName", vr: "PN", basic: ActionX}},                                                                                                      // Patient's Mother's Birth Name
+	{0x00101080, rule{keyword: "MilitaryRank", vr: "LO", basic: ActionX}},                                                                                                                // Military Rank
+	{0x00101081, rule{keyword: "BranchOfService", vr: "LO", basic: ActionX}},                                                                                                             // Branch of Service
+	{0x00101090, rule{keyword: "MedicalRecordLocator", vr: "LO", basic: ActionX}},                                                                                                        // Medical Record Locator
+	{0x00101100, rule{keyword: "ReferencedPatientPhotoSequence", vr: "SQ", basic: ActionX}},                                                                                              // Referenced Patient Photo Sequence
+	{0x00102000, rule{keyword: "MedicalAlerts", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                          // Medical Alerts
+	{0x00102110, rule{keyword: "Allergies", vr: "LO", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC, colCleanDescriptors: ActionC}}},                                    // Allergies
+	{0x00102150, rule{keyword: "CountryOfResidence", vr: "LO", basic: ActionX}},                                                                                                          // Country of Residence
+	{0x00102152, rule{keyword: "RegionOfResidence", vr: "LO", basic: ActionX}},                                                                                                           // Region of Residence
+	{0x00102154, rule{keyword: "PatientTelephoneNumbers", vr: "SH", basic: ActionX}},                                                                                                     // Patient's Telephone Numbers
+	{0x00102155, rule{keyword: "PatientTelecomInformation", vr: "LT", basic: ActionX}},                                                                                                   // Patient's Telecom Information
+	{0x00102160, rule{keyword: "EthnicGroup", vr: "SH", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                                                // Ethnic Group
+	{0x00102161, rule{keyword: "EthnicGroupCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                                    // Ethnic Group Code Sequence
+	{0x00102162, rule{keyword: "EthnicGroups", vr: "UC", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                                               // Ethnic Groups
+	{0x00102180, rule{keyword: "Occupation", vr: "SH", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                             // Occupation
+	{0x001021A0, rule{keyword: "SmokingStatus", vr: "CS", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                                              // Smoking Status
+	{0x001021B0, rule{keyword: "AdditionalPatientHistory", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                               // Additional Patient History
+	{0x001021C0, rule{keyword: "PregnancyStatus", vr: "US", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionK}}},                                                            // Pregnancy Status
+	{0x001021D0, rule{keyword: "LastMenstrualDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Last Menstrual Date
+	{0x001021F0, rule{keyword: "PatientReligiousPreference", vr: "LO", basic: ActionX}},                                                                                                  // Patient's Religious Preference
+	{0x00102203, rule{keyword: "PatientSexNeutered", vr: "CS", basic: ActionXZ, opts: [numCols]Action{colPatientChars: ActionK}}},                                                        // Patient's Sex Neutered
+	{0x00102297, rule{keyword: "ResponsiblePerson", vr: "PN", basic: ActionX}},                                                                                                           // Responsible Person
+	{0x00102299, rule{keyword: "ResponsibleOrganization", vr: "LO", basic: ActionX}},                                                                                                     // Responsible Organization
+	{0x00104000, rule{keyword: "PatientComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Patient Comments
+	{0x00120010, rule{keyword: "ClinicalTrialSponsorName", vr: "LO", basic: ActionD}},                                                                                                    // Clinical Trial Sponsor Name
+	{0x00120020, rule{keyword: "ClinicalTrialProtocolID", vr: "LO", basic: ActionD}},                                                                                                     // Clinical Trial Protocol ID
+	{0x00120021, rule{keyword: "ClinicalTrialProtocolName", vr: "LO", basic: ActionZ}},                                                                                                   // Clinical Trial Protocol Name
+	{0x00120022, rule{keyword: "IssuerOfClinicalTrialProtocolID", vr: "LO", basic: ActionX}},                                                                                             // Issuer of Clinical Trial Protocol ID
+	{0x00120023, rule{keyword: "OtherClinicalTrialProtocolIDsSequence", vr: "SQ", basic: ActionX}},                                                                                       // Other Clinical Trial Protocol IDs Sequence
+	{0x00120030, rule{keyword: "ClinicalTrialSiteID", vr: "LO", basic: ActionZ, opts: [numCols]Action{colInstitution: ActionK}}},                                                         // Clinical Trial Site ID
+	{0x00120031, rule{keyword: "ClinicalTrialSiteName", vr: "LO", basic: ActionZ, opts: [numCols]Action{colInstitution: ActionK}}},                                                       // Clinical Trial Site Name
+	{0x00120032, rule{keyword: "IssuerOfClinicalTrialSiteID", vr: "LO", basic: ActionX}},                                                                                                 // Issuer of Clinical Trial Site ID
+	{0x00120040, rule{keyword: "ClinicalTrialSubjectID", vr: "LO", basic: ActionD}},                                                                                                      // Clinical Trial Subject ID
+	{0x00120041, rule{keyword: "IssuerOfClinicalTrialSubjectID", vr: "LO", basic: ActionX}},                                                                                              // Issuer of Clinical Trial Subject ID
+	{0x00120042, rule{keyword: "ClinicalTrialSubjectReadingID", vr: "LO", basic: ActionD}},                                                                                               // Clinical Trial Subject Reading ID
+	{0x00120043, rule{keyword: "IssuerOfClinicalTrialSubjectReadingID", vr: "LO", basic: ActionX}},                                                                                       // Issuer of Clinical Trial Subject Reading ID
+	{0x00120050, rule{keyword: "ClinicalTrialTimePointID", vr: "LO", basic: ActionZ}},                                                                                                    // Clinical Trial Time Point ID
+	{0x00120051, rule{keyword: "ClinicalTrialTimePointDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                      // Clinical Trial Time Point Description
+	{0x00120055, rule{keyword: "IssuerOfClinicalTrialTimePointID", vr: "LO", basic: ActionX}},                                                                                            // Issuer of Clinical Trial Time Point ID
+	{0x00120060, rule{keyword: "ClinicalTrialCoordinatingCenterName", vr: "LO", basic: ActionZ, opts: [numCols]Action{colInstitution: ActionK}}},                                         // Clinical Trial Coordinating Center Name
+	{0x00120071, rule{keyword: "ClinicalTrialSeriesID", vr: "LO", basic: ActionX}},                                                                                                       // Clinical Trial Series ID
+	{0x00120072, rule{keyword: "ClinicalTrialSeriesDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                         // Clinical Trial Series Description
+	{0x00120073, rule{keyword: "IssuerOfClinicalTrialSeriesID", vr: "LO", basic: ActionX}},                                                                                               // Issuer of Clinical Trial Series ID
+	{0x00120081, rule{keyword: "ClinicalTrialProtocolEthicsCommitteeName", vr: "LO", basic: ActionD, opts: [numCols]Action{colInstitution: ActionK}}},                                    // Clinical Trial Protocol Ethics Committee Name
+	{0x00120082, rule{keyword: "ClinicalTrialProtocolEthicsCommitteeApprovalNumber", vr: "LO", basic: ActionX}},                                                                          // Clinical Trial Protocol Ethics Committee Approval Number
+	{0x00120086, rule{keyword: "EthicsCommitteeApprovalEffectivenessStartDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},      // Ethics Committee Approval Effectiveness Start Date
+	{0x00120087, rule{keyword: "EthicsCommitteeApprovalEffectivenessEndDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},        // Ethics Committee Approval Effectiveness End Date
+	{0x0014407C, rule{keyword: "CalibrationTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},                // Calibration Time
+	{0x0014407E, rule{keyword: "CalibrationDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},                // Calibration Date
+	{0x0016002B, rule{keyword: "MakerNote", vr: "OB", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                              // Maker Note
+	{0x0016004B, rule{keyword: "DeviceSettingDescription", vr: "OB", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                               // Device Setting Description
+	{0x0016004D, rule{keyword: "CameraOwnerName", vr: "UT", basic: ActionX}},                                                                                                             // Camera Owner Name
+	{0x0016004E, rule{keyword: "LensSpecification", vr: "DS", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                // Lens Specification
+	{0x0016004F, rule{keyword: "LensMake", vr: "UT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                         // Lens Make
+	{0x00160050, rule{keyword: "LensModel", vr: "UT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                        // Lens Model
+	{0x00160051, rule{keyword: "LensSerialNumber", vr: "UT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                 // Lens Serial Number
+	{0x00160070, rule{keyword: "GPSVersionID", vr: "OB", basic: ActionX}},                                                                                                                // GPS Version ID
+	{0x00160071, rule{keyword: "GPSLatitudeRef", vr: "CS", basic: ActionX}},                                                                                                              // GPS Latitude Ref
+	{0x00160072, rule{keyword: "GPSLatitude", vr: "DS", basic: ActionX}},                                                                                                                 // GPS Latitude
+	{0x00160073, rule{keyword: "GPSLongitudeRef", vr: "CS", basic: ActionX}},                                                                                                             // GPS Longitude Ref
+	{0x00160074, rule{keyword: "GPSLongitude", vr: "DS", basic: ActionX}},                                                                                                                // GPS Longitude
+	{0x00160075, rule{keyword: "GPSAltitudeRef", vr: "US", basic: ActionX}},                                                                                                              // GPS Altitude Ref
+	{0x00160076, rule{keyword: "GPSAltitude", vr: "DS", basic: ActionX}},                                                                                                                 // GPS Altitude
+	{0x00160077, rule{keyword: "GPSTimeStamp", vr: "DT", basic: ActionX}},                                                                                                                // GPS Time Stamp
+	{0x00160078, rule{keyword: "GPSSatellites", vr: "UT", basic: ActionX}},                                                                                                               // GPS Satellites
+	{0x00160079, rule{keyword: "GPSStatus", vr: "CS", basic: ActionX}},                                                                                                                   // GPS Status
+	{0x0016007A, rule{keyword: "GPSMeasureMode", vr: "CS", basic: ActionX}},                                                                                                              // GPS Measure Mode
+	{0x0016007B, rule{keyword: "GPSDOP", vr: "DS", basic: ActionX}},                                                                                                                      // GPS DOP
+	{0x0016007C, rule{keyword: "GPSSpeedRef", vr: "CS", basic: ActionX}},                                                                                                                 // GPS Speed Ref
+	{0x0016007D, rule{keyword: "GPSSpeed", vr: "DS", basic: ActionX}},                                                                                                                    // GPS Speed
+	{0x0016007E, rule{keyword: "GPSTrackRef", vr: "CS", basic: ActionX}},                                                                                                                 // GPS Track Ref
+	{0x0016007F, rule{keyword: "GPSTrack", vr: "DS", basic: ActionX}},                                                                                                                    // GPS Track
+	{0x00160080, rule{keyword: "GPSImgDirectionRef", vr: "CS", basic: ActionX}},                                                                                                          // GPS Img Direction Ref
+	{0x00160081, rule{keyword: "GPSImgDirection", vr: "DS", basic: ActionX}},                                                                                                             // GPS Img Direction
+	{0x00160082, rule{keyword: "GPSMapDatum", vr: "UT", basic: ActionX}},                                                                                                                 // GPS Map Datum
+	{0x00160083, rule{keyword: "GPSDestLatitudeRef", vr: "CS", basic: ActionX}},                                                                                                          // GPS Dest Latitude Ref
+	{0x00160084, rule{keyword: "GPSDestLatitude", vr: "DS", basic: ActionX}},                                                                                                             // GPS Dest Latitude
+	{0x00160085, rule{keyword: "GPSDestLongitudeRef", vr: "CS", basic: ActionX}},                                                                                                         // GPS Dest Longitude Ref
+	{0x00160086, rule{keyword: "GPSDestLongitude", vr: "DS", basic: ActionX}},                                                                                                            // GPS Dest Longitude
+	{0x00160087, rule{keyword: "GPSDestBearingRef", vr: "CS", basic: ActionX}},                                                                                                           // GPS Dest Bearing Ref
+	{0x00160088, rule{keyword: "GPSDestBearing", vr: "DS", basic: ActionX}},                                                                                                              // GPS Dest Bearing
+	{0x00160089, rule{keyword: "GPSDestDistanceRef", vr: "CS", basic: ActionX}},                                                                                                          // GPS Dest Distance Ref
+	{0x0016008A, rule{keyword: "GPSDestDistance", vr: "DS", basic: ActionX}},                                                                                                             // GPS Dest Distance
+	{0x0016008B, rule{keyword: "GPSProcessingMethod", vr: "OB", basic: ActionX}},                                                                                                         // GPS Processing Method
+	{0x0016008C, rule{keyword: "GPSAreaInformation", vr: "OB", basic: ActionX}},                                                                                                          // GPS Area Information
+	{0x0016008D, rule{keyword: "GPSDateStamp", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                       // GPS Date Stamp
+	{0x0016008E, rule{keyword: "GPSDifferential", vr: "IS", basic: ActionX}},                                                                                                             // GPS Differential
+	{0x00180010, rule{keyword: "ContrastBolusAgent", vr: "LO", basic: ActionZD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                    // Contrast/Bolus Agent
+	{0x00180027, rule{keyword: "InterventionDrugStopTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Intervention Drug Stop Time
+	{0x00180035, rule{keyword: "InterventionDrugStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                          // Intervention Drug Start Time
+	{0x00181000, rule{keyword: "DeviceSerialNumber", vr: "LO", basic: ActionXZD, opts: [numCols]Action{colDevice: ActionK}}},                                                             // Device Serial Number
+	{0x00181002, rule{keyword: "DeviceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK, colDevice: ActionK}}},                                                      // Device UID
+	{0x00181004, rule{keyword: "PlateID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                          // Plate ID
+	{0x00181005, rule{keyword: "GeneratorID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                      // Generator ID
+	{0x00181007, rule{keyword: "CassetteID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                       // Cassette ID
+	{0x00181008, rule{keyword: "GantryID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                         // Gantry ID
+	{0x00181009, rule{keyword: "UniqueDeviceIdentifier", vr: "UT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                           // Unique Device Identifier
+	{0x0018100A, rule{keyword: "UDISequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                      // UDI Sequence
+	{0x0018100B, rule{keyword: "ManufacturerDeviceClassUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK, colDevice: ActionK}}},                                     // Manufacturer's Device Class UID
+	{0x00181010, rule{keyword: "SecondaryCaptureDeviceID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                         // Secondary Capture Device ID
+	{0x00181011, rule{keyword: "HardcopyCreationDeviceID", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                         // Hardcopy Creation Device ID
+	{0x00181012, rule{keyword: "DateOfSecondaryCapture", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Date of Secondary Capture
+	{0x00181014, rule{keyword: "TimeOfSecondaryCapture", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Time of Secondary Capture
+	{0x00181030, rule{keyword: "ProtocolName", vr: "LO", basic: ActionXD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                          // Protocol Name
+	{0x00181042, rule{keyword: "ContrastBolusStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Contrast/Bolus Start Time
+	{0x00181043, rule{keyword: "ContrastBolusStopTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                              // Contrast/Bolus Stop Time
+	{0x00181072, rule{keyword: "RadiopharmaceuticalStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                       // Radiopharmaceutical Start Time
+	{0x00181073, rule{keyword: "RadiopharmaceuticalStopTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                        // Radiopharmaceutical Stop Time
+	{0x00181078, rule{keyword: "RadiopharmaceuticalStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                   // Radiopharmaceutical Start DateTime
+	{0x00181079, rule{keyword: "RadiopharmaceuticalStopDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Radiopharmaceutical Stop DateTime
+	{0x001811BB, rule{keyword: "AcquisitionFieldOfViewLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                            // Acquisition Field of View Label
+	{0x00181200, rule{keyword: "DateOfLastCalibration", vr: "DA", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},          // Date of Last Calibration
+	{0x00181201, rule{keyword: "TimeOfLastCalibration", vr: "TM", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},          // Time of Last Calibration
+	{0x00181202, rule{keyword: "DateTimeOfLastCalibration", vr: "DT", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},      // DateTime of Last Calibration
+	{0x00181203, rule{keyword: "CalibrationDateTime", vr: "DT", basic: ActionZ, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},            // Calibration DateTime
+	{0x00181204, rule{keyword: "DateOfManufacture", vr: "DA", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},              // Date of Manufacture
+	{0x00181205, rule{keyword: "DateOfInstallation", vr: "DA", basic: ActionX, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},             // Date of Installation
+	{0x00181400, rule{keyword: "AcquisitionDeviceProcessingDescription", vr: "LO", basic: ActionXD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                // Acquisition Device Processing Description
+	{0x00182042, rule{keyword: "TargetUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                          // Target UID
+	{0x00184000, rule{keyword: "AcquisitionComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                    // Acquisition Comments
+	{0x00185011, rule{keyword: "TransducerIdentificationSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                 // Transducer Identification Sequence
+	{0x0018700A, rule{keyword: "DetectorID", vr: "SH", basic: ActionXD, opts: [numCols]Action{colDevice: ActionK}}},                                                                      // Detector ID
+	{0x0018700C, rule{keyword: "DateOfLastDetectorCalibration", vr: "DA", basic: ActionXD, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}}, // Date of Last Detector Calibration
+	{0x0018700E, rule{keyword: "TimeOfLastDetectorCalibration", vr: "TM", basic: ActionXD, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}}, // Time of Last Detector Calibration
+	{0x00189074, rule{keyword: "FrameAcquisitionDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Frame Acquisition DateTime
+	{0x00189151, rule{keyword: "FrameReferenceDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Frame Reference DateTime
+	{0x00189185, rule{keyword: "RespiratoryMotionCompensationTechniqueDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                      // Respiratory Motion Compensation Technique Description
+	{0x00189367, rule{keyword: "XRaySourceID", vr: "UC", basic: ActionD, opts: [numCols]Action{colDevice: ActionK}}},                                                                     // X-Ray Source ID
+	{0x00189369, rule{keyword: "SourceStartDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                // Source Start DateTime
+	{0x0018936A, rule{keyword: "SourceEndDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Source End DateTime
+	{0x00189371, rule{keyword: "XRayDetectorID", vr: "UC", basic: ActionD, opts: [numCols]Action{colDevice: ActionK}}},                                                                   // X-Ray Detector ID
+	{0x00189373, rule{keyword: "XRayDetectorLabel", vr: "ST", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                // X-Ray Detector Label
+	{0x0018937B, rule{keyword: "MultienergyAcquisitionDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                      // Multi-energy Acquisition Description
+	{0x0018937F, rule{keyword: "DecompositionDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                               // Decomposition Description
+	{0x00189424, rule{keyword: "AcquisitionProtocolDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                         // Acquisition Protocol Description
+	{0x00189516, rule{keyword: "StartAcquisitionDateTime", vr: "DT", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                          // Start Acquisition DateTime
+	{0x00189517, rule{keyword: "EndAcquisitionDateTime", vr: "DT", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                            // End Acquisition DateTime
+	{0x00189623, rule{keyword: "FunctionalSyncPulse", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                // Functional Sync Pulse
+	{0x00189701, rule{keyword: "DecayCorrectionDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                            // Decay Correction DateTime
+	{0x00189804, rule{keyword: "ExclusionStartDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Exclusion Start DateTime
+	{0x00189919, rule{keyword: "InstructionPerformedDateTime", vr: "DT", basic: ActionZD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                      // Instruction Performed DateTime
+	{0x00189937, rule{keyword: "RequestedSeriesDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                             // Requested Series Description
+	{0x0018A002, rule{keyword: "ContributionDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Contribution DateTime
+	{0x0018A003, rule{keyword: "ContributionDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                // Contribution Description
+	{0x0020000D, rule{keyword: "StudyInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                   // Study Instance UID
+	{0x0020000E, rule{keyword: "SeriesInstanceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                  // Series Instance UID
+	{0x00200010, rule{keyword: "StudyID", vr: "SH", basic: ActionZ}},                                                                                                                     // Study ID
+	{0x00200027, rule{keyword: "PyramidLabel", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                           // Pyramid Label
+	{0x00200052, rule{keyword: "FrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                // Frame of Reference UID
+	{0x00200200, rule{keyword: "SynchronizationFrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                 // Synchronization Frame of Reference UID
+	{0x00203401, rule{keyword: "ModifyingDeviceID", vr: "CS", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                // Modifying Device ID
+	{0x00203403, rule{keyword: "ModifiedImageDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Modified Image Date
+	{0x00203405, rule{keyword: "ModifiedImageTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Modified Image Time
+	{0x00203406, rule{keyword: "ModifiedImageDescription", vr: "LO", basic: ActionX}},                                                                                                    // Modified Image Description
+	{0x00204000, rule{keyword: "ImageComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                          // Image Comments
+	{0x00209158, rule{keyword: "FrameComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                          // Frame Comments
+	{0x00209161, rule{keyword: "ConcatenationUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                   // Concatenation UID
+	{0x00209164, rule{keyword: "DimensionOrganizationUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                           // Dimension Organization UID
+	{0x00281199, rule{keyword: "PaletteColorLookupTableUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                         // Palette Color Lookup Table UID
+	{0x00281214, rule{keyword: "LargePaletteColorLookupTableUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                    // Large Palette Color Lookup Table UID
+	{0x00284000, rule{keyword: "ImagePresentationComments", vr: "LT", basic: ActionX}},                                                                                                   // Image Presentation Comments
+	{0x00320012, rule{keyword: "StudyIDIssuer", vr: "LO", basic: ActionX}},                                                                                                               // Study ID Issuer
+	{0x00320032, rule{keyword: "StudyVerifiedDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Study Verified Date
+	{0x00320033, rule{keyword: "StudyVerifiedTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Study Verified Time
+	{0x00320034, rule{keyword: "StudyReadDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                      // Study Read Date
+	{0x00320035, rule{keyword: "StudyReadTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                      // Study Read Time
+	{0x00321000, rule{keyword: "ScheduledStudyStartDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                            // Scheduled Study Start Date
+	{0x00321001, rule{keyword: "ScheduledStudyStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                            // Scheduled Study Start Time
+	{0x00321010, rule{keyword: "ScheduledStudyStopDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Scheduled Study Stop Date
+	{0x00321011, rule{keyword: "ScheduledStudyStopTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Scheduled Study Stop Time
+	{0x00321020, rule{keyword: "ScheduledStudyLocation", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                           // Scheduled Study Location
+	{0x00321021, rule{keyword: "ScheduledStudyLocationAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                    // Scheduled Study Location AE Title
+	{0x00321030, rule{keyword: "ReasonForStudy", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                         // Reason for Study
+	{0x00321032, rule{keyword: "RequestingPhysician", vr: "PN", basic: ActionX}},                                                                                                         // Requesting Physician
+	{0x00321033, rule{keyword: "RequestingService", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                      // Requesting Service
+	{0x00321040, rule{keyword: "StudyArrivalDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                   // Study Arrival Date
+	{0x00321041, rule{keyword: "StudyArrivalTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                   // Study Arrival Time
+	{0x00321050, rule{keyword: "StudyCompletionDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                // Study Completion Date
+	{0x00321051, rule{keyword: "StudyCompletionTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                // Study Completion Time
+	{0x00321060, rule{keyword: "RequestedProcedureDescription", vr: "LO", basic: ActionXZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                         // Requested Procedure Description
+	{0x00321066, rule{keyword: "ReasonForVisit", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                         // Reason for Visit
+	{0x00321067, rule{keyword: "ReasonForVisitCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                             // Reason for Visit Code Sequence
+	{0x00321070, rule{keyword: "RequestedContrastAgent", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                 // Requested Contrast Agent
+	{0x00324000, rule{keyword: "StudyComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                          // Study Comments
+	{0x00340001, rule{keyword: "FlowIdentifierSequence", vr: "SQ", basic: ActionD}},                                                                                                      // Flow Identifier Sequence
+	{0x00340002, rule{keyword: "FlowIdentifier", vr: "OB", basic: ActionD}},                                                                                                              // Flow Identifier
+	{0x00340005, rule{keyword: "SourceIdentifier", vr: "OB", basic: ActionD}},                                                                                                            // Source Identifier
+	{0x00340007, rule{keyword: "FrameOriginTimestamp", vr: "OB", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Frame Origin Timestamp
+	{0x00380004, rule{keyword: "ReferencedPatientAliasSequence", vr: "SQ", basic: ActionX}},                                                                                              // Referenced Patient Alias Sequence
+	{0x00380010, rule{keyword: "AdmissionID", vr: "LO", basic: ActionX}},                                                                                                                 // Admission ID
+	{0x00380011, rule{keyword: "IssuerOfAdmissionID", vr: "LO", basic: ActionX}},                                                                                                         // Issuer of Admission ID
+	{0x00380014, rule{keyword: "IssuerOfAdmissionIDSequence", vr: "SQ", basic: ActionX}},                                                                                                 // Issuer of Admission ID Sequence
+	{0x0038001A, rule{keyword: "ScheduledAdmissionDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Scheduled Admission Date
+	{0x0038001B, rule{keyword: "ScheduledAdmissionTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Scheduled Admission Time
+	{0x0038001C, rule{keyword: "ScheduledDischargeDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Scheduled Discharge Date
+	{0x0038001D, rule{keyword: "ScheduledDischargeTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Scheduled Discharge Time
+	{0x0038001E, rule{keyword: "ScheduledPatientInstitutionResidence", vr: "LO", basic: ActionX}},                                                                                        // Scheduled Patient Institution Residence
+	{0x00380020, rule{keyword: "AdmittingDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                      // Admitting Date
+	{0x00380021, rule{keyword: "AdmittingTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                      // Admitting Time
+	{0x00380030, rule{keyword: "DischargeDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                      // Discharge Date
+	{0x00380032, rule{keyword: "DischargeTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                      // Discharge Time
+	{0x00380040, rule{keyword: "DischargeDiagnosisDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                          // Discharge Diagnosis Description
+	{0x00380050, rule{keyword: "SpecialNeeds", vr: "LO", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC}}},                                                               // Special Needs
+	{0x00380060, rule{keyword: "ServiceEpisodeID", vr: "LO", basic: ActionX}},                                                                                                            // Service Episode ID
+	{0x00380061, rule{keyword: "IssuerOfServiceEpisodeID", vr: "LO", basic: ActionX}},                                                                                                    // Issuer of Service Episode ID
+	{0x00380062, rule{keyword: "ServiceEpisodeDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                              // Service Episode Description
+	{0x00380064, rule{keyword: "IssuerOfServiceEpisodeIDSequence", vr: "SQ", basic: ActionX}},                                                                                            // Issuer of Service Episode ID Sequence
+	{0x00380300, rule{keyword: "CurrentPatientLocation", vr: "LO", basic: ActionX}},                                                                                                      // Current Patient Location
+	{0x00380400, rule{keyword: "PatientInstitutionResidence", vr: "LO", basic: ActionX}},                                                                                                 // Patient's Institution Residence
+	{0x00380500, rule{keyword: "PatientState", vr: "LO", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC, colCleanDescriptors: ActionC}}},                                 // Patient State
+	{0x00384000, rule{keyword: "VisitComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                          // Visit Comments
+	{0x003A0020, rule{keyword: "MultiplexGroupLabel", vr: "SH", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                    // Multiplex Group Label
+	{0x003A0203, rule{keyword: "ChannelLabel", vr: "SH", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                           // Channel Label
+	{0x003A020C, rule{keyword: "ChannelDerivationDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                           // Channel Derivation Description
+	{0x003A0310, rule{keyword: "MultiplexGroupUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                  // Multiplex Group UID
+	{0x003A0314, rule{keyword: "ImpedanceMeasurementDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                       // Impedance Measurement DateTime
+	{0x003A0329, rule{keyword: "WaveformFilterDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                              // Waveform Filter Description
+	{0x003A032B, rule{keyword: "FilterLookupTableDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                           // Filter Lookup Table Description
+	{0x00400001, rule{keyword: "ScheduledStationAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                          // Scheduled Station AE Title
+	{0x00400002, rule{keyword: "ScheduledProcedureStepStartDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Scheduled Procedure Step Start Date
+	{0x00400003, rule{keyword: "ScheduledProcedureStepStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Scheduled Procedure Step Start Time
+	{0x00400004, rule{keyword: "ScheduledProcedureStepEndDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                      // Scheduled Procedure Step End Date
+	{0x00400005, rule{keyword: "ScheduledProcedureStepEndTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                      // Scheduled Procedure Step End Time
+	{0x00400006, rule{keyword: "ScheduledPerformingPhysicianName", vr: "PN", basic: ActionX}},                                                                                            // Scheduled Performing Physician's Name
+	{0x00400007, rule{keyword: "ScheduledProcedureStepDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                      // Scheduled Procedure Step Description
+	{0x00400009, rule{keyword: "ScheduledProcedureStepID", vr: "SH", basic: ActionX}},                                                                                                    // Scheduled Procedure Step ID
+	{0x0040000B, rule{keyword: "ScheduledPerformingPhysicianIdentificationSequence", vr: "SQ", basic: ActionX}},                                                                          // Scheduled Performing Physician Identification Sequence
+	{0x00400010, rule{keyword: "ScheduledStationName", vr: "SH", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                             // Scheduled Station Name
+	{0x00400011, rule{keyword: "ScheduledProcedureStepLocation", vr: "SH", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                   // Scheduled Procedure Step Location
+	{0x00400012, rule{keyword: "PreMedication", vr: "LO", basic: ActionX, opts: [numCols]Action{colPatientChars: ActionC}}},                                                              // Pre-Medication
+	{0x00400241, rule{keyword: "PerformedStationAETitle", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                          // Performed Station AE Title
+	{0x00400242, rule{keyword: "PerformedStationName", vr: "SH", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                             // Performed Station Name
+	{0x00400243, rule{keyword: "PerformedLocation", vr: "SH", basic: ActionX}},                                                                                                           // Performed Location
+	{0x00400244, rule{keyword: "PerformedProcedureStepStartDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Performed Procedure Step Start Date
+	{0x00400245, rule{keyword: "PerformedProcedureStepStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Performed Procedure Step Start Time
+	{0x00400250, rule{keyword: "PerformedProcedureStepEndDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                      // Performed Procedure Step End Date
+	{0x00400251, rule{keyword: "PerformedProcedureStepEndTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                      // Performed Procedure Step End Time
+	{0x00400253, rule{keyword: "PerformedProcedureStepID", vr: "SH", basic: ActionX}},                                                                                                    // Performed Procedure Step ID
+	{0x00400254, rule{keyword: "PerformedProcedureStepDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                      // Performed Procedure Step Description
+	{0x00400275, rule{keyword: "RequestAttributesSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                              // Request Attributes Sequence
+	{0x00400280, rule{keyword: "CommentsOnThePerformedProcedureStep", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                    // Comments on the Performed Procedure Step
+	{0x00400310, rule{keyword: "CommentsOnRadiationDose", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                // Comments on Radiation Dose
+	{0x0040050A, rule{keyword: "SpecimenAccessionNumber", vr: "LO", basic: ActionX}},                                                                                                     // Specimen Accession Number
+	{0x00400512, rule{keyword: "ContainerIdentifier", vr: "LO", basic: ActionD}},                                                                                                         // Container Identifier
+	{0x00400513, rule{keyword: "IssuerOfTheContainerIdentifierSequence", vr: "SQ", basic: ActionZ}},                                                                                      // Issuer of the Container Identifier Sequence
+	{0x0040051A, rule{keyword: "ContainerDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                   // Container Description
+	{0x00400551, rule{keyword: "SpecimenIdentifier", vr: "LO", basic: ActionD}},                                                                                                          // Specimen Identifier
+	{0x00400554, rule{keyword: "SpecimenUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                        // Specimen UID
+	{0x00400555, rule{keyword: "AcquisitionContextSequence", vr: "SQ", basic: ActionXZ, opts: [numCols]Action{colCleanStructured: ActionC}}},                                             // Acquisition Context Sequence
+	{0x00400556, rule{keyword: "AcquisitionContextDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                          // Acquisition Context Description
+	{0x00400562, rule{keyword: "IssuerOfTheSpecimenIdentifierSequence", vr: "SQ", basic: ActionZ}},                                                                                       // Issuer of the Specimen Identifier Sequence
+	{0x00400600, rule{keyword: "SpecimenShortDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                               // Specimen Short Description
+	{0x00400602, rule{keyword: "SpecimenDetailedDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                            // Specimen Detailed Description
+	{0x00400610, rule{keyword: "SpecimenPreparationSequence", vr: "SQ", basic: ActionZ, opts: [numCols]Action{colCleanStructured: ActionC}}},                                             // Specimen Preparation Sequence
+	{0x004006FA, rule{keyword: "SlideIdentifier", vr: "LO", basic: ActionX}},                                                                                                             // Slide Identifier
+	{0x00401001, rule{keyword: "RequestedProcedureID", vr: "SH", basic: ActionX}},                                                                                                        // Requested Procedure ID
+	{0x00401002, rule{keyword: "ReasonForTheRequestedProcedure", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                         // Reason for the Requested Procedure
+	{0x00401004, rule{keyword: "PatientTransportArrangements", vr: "LO", basic: ActionX}},                                                                                                // Patient Transport Arrangements
+	{0x00401005, rule{keyword: "RequestedProcedureLocation", vr: "LO", basic: ActionX}},                                                                                                  // Requested Procedure Location
+	{0x0040100A, rule{keyword: "ReasonForRequestedProcedureCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                // Reason for Requested Procedure Code Sequence
+	{0x00401010, rule{keyword: "NamesOfIntendedRecipientsOfResults", vr: "PN", basic: ActionX}},                                                                                          // Names of Intended Recipients of Results
+	{0x00401011, rule{keyword: "IntendedRecipientsOfResultsIdentificationSequence", vr: "SQ", basic: ActionX}},                                                                           // Intended Recipients of Results Identification Sequence
+	{0x00401101, rule{keyword: "PersonIdentificationCodeSequence", vr: "SQ", basic: ActionD}},                                                                                            // Person Identification Code Sequence
+	{0x00401102, rule{keyword: "PersonAddress", vr: "ST", basic: ActionX}},                                                                                                               // Person's Address
+	{0x00401103, rule{keyword: "PersonTelephoneNumbers", vr: "LO", basic: ActionX}},                                                                                                      // Person's Telephone Numbers
+	{0x00401104, rule{keyword: "PersonTelecomInformation", vr: "LT", basic: ActionX}},                                                                                                    // Person's Telecom Information
+	{0x00401400, rule{keyword: "RequestedProcedureComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                             // Requested Procedure Comments
+	{0x00402001, rule{keyword: "ReasonForTheImagingServiceRequest", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                      // Reason for the Imaging Service Request
+	{0x00402004, rule{keyword: "IssueDateOfImagingServiceRequest", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                   // Issue Date of Imaging Service Request
+	{0x00402005, rule{keyword: "IssueTimeOfImagingServiceRequest", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                   // Issue Time of Imaging Service Request
+	{0x00402008, rule{keyword: "OrderEnteredBy", vr: "PN", basic: ActionX}},                                                                                                              // Order Entered By
+	{0x00402009, rule{keyword: "OrderEntererLocation", vr: "SH", basic: ActionX}},                                                                                                        // Order Enterer's Location
+	{0x00402010, rule{keyword: "OrderCallbackPhoneNumber", vr: "SH", basic: ActionX}},                                                                                                    // Order Callback Phone Number
+	{0x00402011, rule{keyword: "OrderCallbackTelecomInformation", vr: "LT", basic: ActionX}},                                                                                             // Order Callback Telecom Information
+	{0x00402016, rule{keyword: "PlacerOrderNumberImagingServiceRequest", vr: "LO", basic: ActionZ}},                                                                                      // Placer Order Number / Imaging Service Request
+	{0x00402017, rule{keyword: "FillerOrderNumberImagingServiceRequest", vr: "LO", basic: ActionZ}},                                                                                      // Filler Order Number / Imaging Service Request
+	{0x00402400, rule{keyword: "ImagingServiceRequestComments", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                          // Imaging Service Request Comments
+	{0x00403001, rule{keyword: "ConfidentialityConstraintOnPatientDataDescription", vr: "LO", basic: ActionX}},                                                                           // Confidentiality Constraint on Patient Data Description
+	{0x00404005, rule{keyword: "ScheduledProcedureStepStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                // Scheduled Procedure Step Start DateTime
+	{0x00404008, rule{keyword: "ScheduledProcedureStepExpirationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},           // Scheduled Procedure Step Expiration DateTime
+	{0x00404010, rule{keyword: "ScheduledProcedureStepModificationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},         // Scheduled Procedure Step Modification DateTime
+	{0x00404011, rule{keyword: "ExpectedCompletionDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                         // Expected Completion DateTime
+	{0x00404023, rule{keyword: "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                       // Referenced General Purpose Scheduled Procedure Step Transaction UID
+	{0x00404025, rule{keyword: "ScheduledStationNameCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                 // Scheduled Station Name Code Sequence
+	{0x00404027, rule{keyword: "ScheduledStationGeographicLocationCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                   // Scheduled Station Geographic Location Code Sequence
+	{0x00404028, rule{keyword: "PerformedStationNameCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                 // Performed Station Name Code Sequence
+	{0x00404030, rule{keyword: "PerformedStationGeographicLocationCodeSequence", vr: "SQ", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                   // Performed Station Geographic Location Code Sequence
+	{0x00404034, rule{keyword: "ScheduledHumanPerformersSequence", vr: "SQ", basic: ActionX}},                                                                                            // Scheduled Human Performers Sequence
+	{0x00404035, rule{keyword: "ActualHumanPerformersSequence", vr: "SQ", basic: ActionX}},                                                                                               // Actual Human Performers Sequence
+	{0x00404036, rule{keyword: "HumanPerformerOrganization", vr: "LO", basic: ActionX}},                                                                                                  // Human Performer's Organization
+	{0x00404037, rule{keyword: "HumanPerformerName", vr: "PN", basic: ActionX}},                                                                                                          // Human Performer's Name
+	{0x00404050, rule{keyword: "PerformedProcedureStepStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                // Performed Procedure Step Start DateTime
+	{0x00404051, rule{keyword: "PerformedProcedureStepEndDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                  // Performed Procedure Step End DateTime
+	{0x00404052, rule{keyword: "ProcedureStepCancellationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                  // Procedure Step Cancellation DateTime
+	{0x0040A023, rule{keyword: "FindingsGroupRecordingDateTrial", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Findings Group Recording Date (Trial)
+	{0x0040A024, rule{keyword: "FindingsGroupRecordingTimeTrial", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Findings Group Recording Time (Trial)
+	{0x0040A027, rule{keyword: "VerifyingOrganization", vr: "LO", basic: ActionD}},                                                                                                       // Verifying Organization
+	{0x0040A030, rule{keyword: "VerificationDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Verification DateTime
+	{0x0040A032, rule{keyword: "ObservationDateTime", vr: "DT", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Observation DateTime
+	{0x0040A033, rule{keyword: "ObservationStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Observation Start DateTime
+	{0x0040A034, rule{keyword: "EffectiveStartDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Effective Start DateTime
+	{0x0040A035, rule{keyword: "EffectiveStopDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                              // Effective Stop DateTime
+	{0x0040A073, rule{keyword: "VerifyingObserverSequence", vr: "SQ", basic: ActionD}},                                                                                                   // Verifying Observer Sequence
+	{0x0040A075, rule{keyword: "VerifyingObserverName", vr: "PN", basic: ActionD}},                                                                                                       // Verifying Observer Name
+	{0x0040A078, rule{keyword: "AuthorObserverSequence", vr: "SQ", basic: ActionX}},                                                                                                      // Author Observer Sequence
+	{0x0040A07A, rule{keyword: "ParticipantSequence", vr: "SQ", basic: ActionX}},                                                                                                         // Participant Sequence
+	{0x0040A07C, rule{keyword: "CustodialOrganizationSequence", vr: "SQ", basic: ActionX}},                                                                                               // Custodial Organization Sequence
+	{0x0040A082, rule{keyword: "ParticipationDateTime", vr: "DT", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                              // Participation DateTime
+	{0x0040A088, rule{keyword: "VerifyingObserverIdentificationCodeSequence", vr: "SQ", basic: ActionZ}},                                                                                 // Verifying Observer Identification Code Sequence
+	{0x0040A110, rule{keyword: "DateOfDocumentOrVerbalTransactionTrial", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},             // Date of Document or Verbal Transaction (Trial)
+	{0x0040A112, rule{keyword: "TimeOfDocumentCreationOrVerbalTransactionTrial", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},     // Time of Document Creation or Verbal Transaction (Trial)
+	{0x0040A120, rule{keyword: "DateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                           // DateTime
+	{0x0040A121, rule{keyword: "Date", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                               // Date
+	{0x0040A122, rule{keyword: "Time", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                               // Time
+	{0x0040A123, rule{keyword: "PersonName", vr: "PN", basic: ActionD}},                                                                                                                  // Person Name
+	{0x0040A124, rule{keyword: "UID", vr: "UI", basic: ActionU}},                                                                                                                         // UID
+	{0x0040A13A, rule{keyword: "ReferencedDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                 // Referenced DateTime
+	{0x0040A171, rule{keyword: "ObservationUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                     // Observation UID
+	{0x0040A172, rule{keyword: "ReferencedObservationUIDTrial", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                      // Referenced Observation UID (Trial)
+	{0x0040A192, rule{keyword: "ObservationDateTrial", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Observation Date (Trial)
+	{0x0040A193, rule{keyword: "ObservationTimeTrial", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Observation Time (Trial)
+	{0x0040A307, rule{keyword: "CurrentObserverTrial", vr: "PN", basic: ActionX}},                                                                                                        // Current Observer (Trial)
+	{0x0040A352, rule{keyword: "VerbalSourceTrial", vr: "PN", basic: ActionX}},                                                                                                           // Verbal Source (Trial)
+	{0x0040A353, rule{keyword: "AddressTrial", vr: "ST", basic: ActionX}},                                                                                                                // Address (Trial)
+	{0x0040A354, rule{keyword: "TelephoneNumberTrial", vr: "LO", basic: ActionX}},                                                                                                        // Telephone Number (Trial)
+	{0x0040A358, rule{keyword: "VerbalSourceIdentifierCodeSequenceTrial", vr: "SQ", basic: ActionX}},                                                                                     // Verbal Source Identifier Code Sequence (Trial)
+	{0x0040A402, rule{keyword: "ObservationSubjectUIDTrial", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                         // Observation Subject UID (Trial)
+	{0x0040A730, rule{keyword: "ContentSequence", vr: "SQ", basic: ActionD, opts: [numCols]Action{colCleanStructured: ActionC}}},                                                         // Content Sequence
+	{0x0040B020, rule{keyword: "WaveformAnnotationSequence", vr: "SQ", basic: ActionXD, opts: [numCols]Action{colCleanStructured: ActionC}}},                                             // Waveform Annotation Sequence
+	{0x0040B034, rule{keyword: "AnnotationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                 // Annotation DateTime
+	{0x0040B036, rule{keyword: "SegmentDefinitionDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                          // Segment Definition DateTime
+	{0x0040B03B, rule{keyword: "MontageName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                            // Montage Name
+	{0x0040B03F, rule{keyword: "MontageChannelLabel", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                    // Montage Channel Label
+	{0x0040DB06, rule{keyword: "TemplateVersion", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                    // Template Version
+	{0x0040DB07, rule{keyword: "TemplateLocalVersion", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Template Local Version
+	{0x0040DB0C, rule{keyword: "TemplateExtensionOrganizationUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                   // Template Extension Organization UID
+	{0x0040DB0D, rule{keyword: "TemplateExtensionCreatorUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                        // Template Extension Creator UID
+	{0x0040E004, rule{keyword: "HL7DocumentEffectiveTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // HL7 Document Effective Time
+	{0x0040E012, rule{keyword: "DisplayURI", vr: "UR", basic: ActionX}},                                                                                                                  // Display URI
+	{0x00420011, rule{keyword: "EncapsulatedDocument", vr: "OB", basic: ActionD}},                                                                                                        // Encapsulated Document
+	{0x00440004, rule{keyword: "ApprovalStatusDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Approval Status DateTime
+	{0x0044000B, rule{keyword: "ProductExpirationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                          // Product Expiration DateTime
+	{0x00440010, rule{keyword: "SubstanceAdministrationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Substance Administration DateTime
+	{0x00440104, rule{keyword: "AssertionDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Assertion DateTime
+	{0x00440105, rule{keyword: "AssertionExpirationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                        // Assertion Expiration DateTime
+	{0x0050001B, rule{keyword: "ContainerComponentID", vr: "LO", basic: ActionX}},                                                                                                        // Container Component ID
+	{0x00500020, rule{keyword: "DeviceDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                                // Device Description
+	{0x00500021, rule{keyword: "LongDeviceDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                  // Long Device Description
+	{0x00620021, rule{keyword: "TrackingUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                        // Tracking UID
+	{0x00640003, rule{keyword: "SourceFrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                          // Source Frame of Reference UID
+	{0x00686226, rule{keyword: "EffectiveDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Effective DateTime
+	{0x00686270, rule{keyword: "InformationIssueDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Information Issue DateTime
+	{0x006A0003, rule{keyword: "AnnotationGroupUID", vr: "UI", basic: ActionD, opts: [numCols]Action{colUIDs: ActionK}}},                                                                 // Annotation Group UID
+	{0x006A0005, rule{keyword: "AnnotationGroupLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                   // Annotation Group Label
+	{0x006A0006, rule{keyword: "AnnotationGroupDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                             // Annotation Group Description
+	{0x00700001, rule{keyword: "GraphicAnnotationSequence", vr: "SQ", basic: ActionD, opts: [numCols]Action{colCleanGraphics: ActionC}}},                                                 // Graphic Annotation Sequence
+	{0x00700006, rule{keyword: "UnformattedTextValue", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                   // Unformatted Text Value
+	{0x00700082, rule{keyword: "PresentationCreationDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Presentation Creation Date
+	{0x00700083, rule{keyword: "PresentationCreationTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Presentation Creation Time
+	{0x00700084, rule{keyword: "ContentCreatorName", vr: "PN", basic: ActionZD}},                                                                                                         // Content Creator's Name
+	{0x00700086, rule{keyword: "ContentCreatorIdentificationCodeSequence", vr: "SQ", basic: ActionX}},                                                                                    // Content Creator's Identification Code Sequence
+	{0x0070031A, rule{keyword: "FiducialUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                        // Fiducial UID
+	{0x00701101, rule{keyword: "PresentationDisplayCollectionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                   // Presentation Display Collection UID
+	{0x00701102, rule{keyword: "PresentationSequenceCollectionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                  // Presentation Sequence Collection UID
+	{0x0072000A, rule{keyword: "HangingProtocolCreationDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Hanging Protocol Creation DateTime
+	{0x0072005E, rule{keyword: "SelectorAEValue", vr: "AE", basic: ActionD, opts: [numCols]Action{colDevice: ActionC}}},                                                                  // Selector AE Value
+	{0x0072005F, rule{keyword: "SelectorASValue", vr: "AS", basic: ActionD, opts: [numCols]Action{colPatientChars: ActionK}}},                                                            // Selector AS Value
+	{0x00720061, rule{keyword: "SelectorDAValue", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                    // Selector DA Value
+	{0x00720063, rule{keyword: "SelectorDTValue", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                    // Selector DT Value
+	{0x00720065, rule{keyword: "SelectorOBValue", vr: "OB", basic: ActionD}},                                                                                                             // Selector OB Value
+	{0x00720066, rule{keyword: "SelectorLOValue", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Selector LO Value
+	{0x00720068, rule{keyword: "SelectorLTValue", vr: "LT", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Selector LT Value
+	{0x0072006A, rule{keyword: "SelectorPNValue", vr: "PN", basic: ActionD}},                                                                                                             // Selector PN Value
+	{0x0072006B, rule{keyword: "SelectorTMValue", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                    // Selector TM Value
+	{0x0072006C, rule{keyword: "SelectorSHValue", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Selector SH Value
+	{0x0072006D, rule{keyword: "SelectorUNValue", vr: "UN", basic: ActionD}},                                                                                                             // Selector UN Value
+	{0x0072006E, rule{keyword: "SelectorSTValue", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Selector ST Value
+	{0x00720070, rule{keyword: "SelectorUTValue", vr: "UT", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Selector UT Value
+	{0x00720071, rule{keyword: "SelectorURValue", vr: "UR", basic: ActionD}},                                                                                                             // Selector UR Value
+	{0x00741234, rule{keyword: "ReceivingAE", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                                      // Receiving AE
+	{0x00741236, rule{keyword: "RequestingAE", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                                     // Requesting AE
+	{0x00880140, rule{keyword: "StorageMediaFileSetUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                             // Storage Media File-set UID
+	{0x00880200, rule{keyword: "IconImageSequence", vr: "SQ", basic: ActionX}},                                                                                                           // Icon Image Sequence
+	{0x00880904, rule{keyword: "TopicTitle", vr: "LO", basic: ActionX}},                                                                                                                  // Topic Title
+	{0x00880906, rule{keyword: "TopicSubject", vr: "ST", basic: ActionX}},                                                                                                                // Topic Subject
+	{0x00880910, rule{keyword: "TopicAuthor", vr: "LO", basic: ActionX}},                                                                                                                 // Topic Author
+	{0x00880912, rule{keyword: "TopicKeywords", vr: "LO", basic: ActionX}},                                                                                                               // Topic Keywords
+	{0x01000420, rule{keyword: "SOPAuthorizationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // SOP Authorization DateTime
+	{0x04000100, rule{keyword: "DigitalSignatureUID", vr: "UI", basic: ActionU}},                                                                                                         // Digital Signature UID
+	{0x04000105, rule{keyword: "DigitalSignatureDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Digital Signature DateTime
+	{0x04000115, rule{keyword: "CertificateOfSigner", vr: "OB", basic: ActionD}},                                                                                                         // Certificate of Signer
+	{0x04000310, rule{keyword: "CertifiedTimestamp", vr: "OB", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                 // Certified Timestamp
+	{0x04000402, rule{keyword: "ReferencedDigitalSignatureSequence", vr: "SQ", basic: ActionX}},                                                                                          // Referenced Digital Signature Sequence
+	{0x04000403, rule{keyword: "ReferencedSOPInstanceMACSequence", vr: "SQ", basic: ActionX}},                                                                                            // Referenced SOP Instance MAC Sequence
+	{0x04000404, rule{keyword: "MAC", vr: "OB", basic: ActionX}},                                                                                                                         // MAC
+	{0x04000550, rule{keyword: "ModifiedAttributesSequence", vr: "SQ", basic: ActionX}},                                                                                                  // Modified Attributes Sequence
+	{0x04000551, rule{keyword: "NonconformingModifiedAttributesSequence", vr: "SQ", basic: ActionX}},                                                                                     // Nonconforming Modified Attributes Sequence
+	{0x04000552, rule{keyword: "NonconformingDataElementValue", vr: "OB", basic: ActionX}},                                                                                               // Nonconforming Data Element Value
+	{0x04000561, rule{keyword: "OriginalAttributesSequence", vr: "SQ", basic: ActionX}},                                                                                                  // Original Attributes Sequence
+	{0x04000562, rule{keyword: "AttributeModificationDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                      // Attribute Modification DateTime
+	{0x04000563, rule{keyword: "ModifyingSystem", vr: "LO", basic: ActionD, opts: [numCols]Action{colDevice: ActionK}}},                                                                  // Modifying System
+	{0x04000564, rule{keyword: "SourceOfPreviousValues", vr: "LO", basic: ActionZ, opts: [numCols]Action{colInstitution: ActionK}}},                                                      // Source of Previous Values
+	{0x04000565, rule{keyword: "ReasonForTheAttributeModification", vr: "CS", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                      // Reason for the Attribute Modification
+	{0x04000600, rule{keyword: "InstanceOriginStatus", vr: "CS", basic: ActionX}},                                                                                                        // Instance Origin Status
+	{0x20300020, rule{keyword: "TextString", vr: "LO", basic: ActionX}},                                                                                                                  // Text String
+	{0x21000040, rule{keyword: "CreationDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                       // Creation Date
+	{0x21000050, rule{keyword: "CreationTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                       // Creation Time
+	{0x21000070, rule{keyword: "Originator", vr: "AE", basic: ActionX, opts: [numCols]Action{colDevice: ActionC}}},                                                                       // Originator
+	{0x21000140, rule{keyword: "DestinationAE", vr: "AE", basic: ActionD, opts: [numCols]Action{colDevice: ActionC}}},                                                                    // Destination AE
+	{0x22000002, rule{keyword: "LabelText", vr: "UT", basic: ActionXZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                             // Label Text
+	{0x22000005, rule{keyword: "BarcodeValue", vr: "LT", basic: ActionXZ}},                                                                                                               // Barcode Value
+	{0x30020121, rule{keyword: "PositionAcquisitionTemplateName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                        // Position Acquisition Template Name
+	{0x30020123, rule{keyword: "PositionAcquisitionTemplateDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                 // Position Acquisition Template Description
+	{0x3004007F, rule{keyword: "DoseCalculationModelName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                               // Dose Calculation Model Name
+	{0x30060002, rule{keyword: "StructureSetLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                      // Structure Set Label
+	{0x30060004, rule{keyword: "StructureSetName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                       // Structure Set Name
+	{0x30060006, rule{keyword: "StructureSetDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                // Structure Set Description
+	{0x30060008, rule{keyword: "StructureSetDate", vr: "DA", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                   // Structure Set Date
+	{0x30060009, rule{keyword: "StructureSetTime", vr: "TM", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                   // Structure Set Time
+	{0x30060024, rule{keyword: "ReferencedFrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                      // Referenced Frame of Reference UID
+	{0x30060026, rule{keyword: "ROIName", vr: "LO", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                                // ROI Name
+	{0x30060028, rule{keyword: "ROIDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                         // ROI Description
+	{0x3006002D, rule{keyword: "ROIDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                        // ROI DateTime
+	{0x3006002E, rule{keyword: "ROIObservationDateTime", vr: "DT", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // ROI Observation DateTime
+	{0x30060038, rule{keyword: "ROIGenerationDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                               // ROI Generation Description
+	{0x3006004D, rule{keyword: "ROICreatorSequence", vr: "SQ", basic: ActionX}},                                                                                                          // ROI Creator Sequence
+	{0x3006004E, rule{keyword: "ROIInterpreterSequence", vr: "SQ", basic: ActionX}},                                                                                                      // ROI Interpreter Sequence
+	{0x30060085, rule{keyword: "ROIObservationLabel", vr: "SH", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                    // ROI Observation Label
+	{0x30060088, rule{keyword: "ROIObservationDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                              // ROI Observation Description
+	{0x300600A6, rule{keyword: "ROIInterpreter", vr: "PN", basic: ActionZ}},                                                                                                              // ROI Interpreter
+	{0x300600C2, rule{keyword: "RelatedFrameOfReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                         // Related Frame of Reference UID
+	{0x30080024, rule{keyword: "TreatmentControlPointDate", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                          // Treatment Control Point Date
+	{0x30080025, rule{keyword: "TreatmentControlPointTime", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                          // Treatment Control Point Time
+	{0x30080054, rule{keyword: "FirstTreatmentDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                // First Treatment Date
+	{0x30080056, rule{keyword: "MostRecentTreatmentDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                           // Most Recent Treatment Date
+	{0x30080105, rule{keyword: "SourceSerialNumber", vr: "LO", basic: ActionXZ, opts: [numCols]Action{colDevice: ActionK}}},                                                              // Source Serial Number
+	{0x30080162, rule{keyword: "SafePositionExitDate", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Safe Position Exit Date
+	{0x30080164, rule{keyword: "SafePositionExitTime", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                               // Safe Position Exit Time
+	{0x30080166, rule{keyword: "SafePositionReturnDate", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Safe Position Return Date
+	{0x30080168, rule{keyword: "SafePositionReturnTime", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                             // Safe Position Return Time
+	{0x30080250, rule{keyword: "TreatmentDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                     // Treatment Date
+	{0x30080251, rule{keyword: "TreatmentTime", vr: "TM", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                     // Treatment Time
+	{0x300A0002, rule{keyword: "RTPlanLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                            // RT Plan Label
+	{0x300A0003, rule{keyword: "RTPlanName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                             // RT Plan Name
+	{0x300A0004, rule{keyword: "RTPlanDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                      // RT Plan Description
+	{0x300A0006, rule{keyword: "RTPlanDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                        // RT Plan Date
+	{0x300A0007, rule{keyword: "RTPlanTime", vr: "TM", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                        // RT Plan Time
+	{0x300A000B, rule{keyword: "TreatmentSites", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                         // Treatment Sites
+	{0x300A000E, rule{keyword: "PrescriptionDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                // Prescription Description
+	{0x300A0013, rule{keyword: "DoseReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                   // Dose Reference UID
+	{0x300A0016, rule{keyword: "DoseReferenceDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                               // Dose Reference Description
+	{0x300A0054, rule{keyword: "TableTopPositionAlignmentUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                       // Table Top Position Alignment UID
+	{0x300A0072, rule{keyword: "FractionGroupDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                               // Fraction Group Description
+	{0x300A0083, rule{keyword: "ReferencedDoseReferenceUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                         // Referenced Dose Reference UID
+	{0x300A00B2, rule{keyword: "TreatmentMachineName", vr: "SH", basic: ActionXZ, opts: [numCols]Action{colDevice: ActionK}}},                                                            // Treatment Machine Name
+	{0x300A00C3, rule{keyword: "BeamDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Beam Description
+	{0x300A00DD, rule{keyword: "BolusDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                       // Bolus Description
+	{0x300A0196, rule{keyword: "FixationDeviceDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                              // Fixation Device Description
+	{0x300A01A6, rule{keyword: "ShieldingDeviceDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                             // Shielding Device Description
+	{0x300A01B2, rule{keyword: "SetupTechniqueDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                              // Setup Technique Description
+	{0x300A0216, rule{keyword: "SourceManufacturer", vr: "LO", basic: ActionX, opts: [numCols]Action{colDevice: ActionK}}},                                                               // Source Manufacturer
+	{0x300A022C, rule{keyword: "SourceStrengthReferenceDate", vr: "DA", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                        // Source Strength Reference Date
+	{0x300A022E, rule{keyword: "SourceStrengthReferenceTime", vr: "TM", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                        // Source Strength Reference Time
+	{0x300A02EB, rule{keyword: "CompensatorDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                 // Compensator Description
+	{0x300A0608, rule{keyword: "TreatmentPositionGroupLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                            // Treatment Position Group Label
+	{0x300A0609, rule{keyword: "TreatmentPositionGroupUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                          // Treatment Position Group UID
+	{0x300A0611, rule{keyword: "RTAccessoryHolderSlotID", vr: "LO", basic: ActionZ}},                                                                                                     // RT Accessory Holder Slot ID
+	{0x300A0615, rule{keyword: "RTAccessoryDeviceSlotID", vr: "LO", basic: ActionZ}},                                                                                                     // RT Accessory Device Slot ID
+	{0x300A0619, rule{keyword: "RadiationDoseIdentificationLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                       // Radiation Dose Identification Label
+	{0x300A0623, rule{keyword: "RadiationDoseInVivoMeasurementLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                    // Radiation Dose In-Vivo Measurement Label
+	{0x300A062A, rule{keyword: "RTToleranceSetLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                    // RT Tolerance Set Label
+	{0x300A0650, rule{keyword: "PatientSetupUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                    // Patient Setup UID
+	{0x300A0676, rule{keyword: "EquipmentFrameOfReferenceDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                   // Equipment Frame of Reference Description
+	{0x300A067C, rule{keyword: "RadiationGenerationModeLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                           // Radiation Generation Mode Label
+	{0x300A067D, rule{keyword: "RadiationGenerationModeDescription", vr: "ST", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                     // Radiation Generation Mode Description
+	{0x300A0700, rule{keyword: "TreatmentSessionUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                // Treatment Session UID
+	{0x300A0734, rule{keyword: "TreatmentToleranceViolationDescription", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                 // Treatment Tolerance Violation Description
+	{0x300A0736, rule{keyword: "TreatmentToleranceViolationDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                // Treatment Tolerance Violation DateTime
+	{0x300A073A, rule{keyword: "RecordedRTControlPointDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                     // Recorded RT Control Point DateTime
+	{0x300A0741, rule{keyword: "InterlockDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                  // Interlock DateTime
+	{0x300A0742, rule{keyword: "InterlockDescription", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                   // Interlock Description
+	{0x300A0760, rule{keyword: "OverrideDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                   // Override DateTime
+	{0x300A0783, rule{keyword: "InterlockOriginDescription", vr: "ST", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                             // Interlock Origin Description
+	{0x300A0785, rule{keyword: "ReferencedTreatmentPositionGroupUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                // Referenced Treatment Position Group UID
+	{0x300A078E, rule{keyword: "PatientTreatmentPreparationProcedureParameterDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},               // Patient Treatment Preparation Procedure Parameter Description
+	{0x300A0792, rule{keyword: "PatientTreatmentPreparationMethodDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                           // Patient Treatment Preparation Method Description
+	{0x300A0794, rule{keyword: "PatientSetupPhotoDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                           // Patient Setup Photo Description
+	{0x300A079A, rule{keyword: "DisplacementReferenceLabel", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                             // Displacement Reference Label
+	{0x300C0113, rule{keyword: "ReasonForOmissionDescription", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                           // Reason for Omission Description
+	{0x300C0127, rule{keyword: "BeamHoldTransitionDateTime", vr: "DT", basic: ActionD, opts: [numCols]Action{colDevice: ActionK, colFullDates: ActionK, colModifiedDates: ActionC}}},     // Beam Hold Transition DateTime
+	{0x300E0004, rule{keyword: "ReviewDate", vr: "DA", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                         // Review Date
+	{0x300E0005, rule{keyword: "ReviewTime", vr: "TM", basic: ActionZ, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                                         // Review Time
+	{0x300E0008, rule{keyword: "ReviewerName", vr: "PN", basic: ActionXZ}},                                                                                                               // Reviewer Name
+	{0x30100006, rule{keyword: "ConceptualVolumeUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                // Conceptual Volume UID
+	{0x3010000B, rule{keyword: "ReferencedConceptualVolumeUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                      // Referenced Conceptual Volume UID
+	{0x3010000F, rule{keyword: "ConceptualVolumeCombinationDescription", vr: "ST", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                 // Conceptual Volume Combination Description
+	{0x30100013, rule{keyword: "ConstituentConceptualVolumeUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                     // Constituent Conceptual Volume UID
+	{0x30100015, rule{keyword: "SourceConceptualVolumeUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                          // Source Conceptual Volume UID
+	{0x30100017, rule{keyword: "ConceptualVolumeDescription", vr: "ST", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                            // Conceptual Volume Description
+	{0x3010001B, rule{keyword: "DeviceAlternateIdentifier", vr: "UC", basic: ActionZ}},                                                                                                   // Device Alternate Identifier
+	{0x3010002D, rule{keyword: "DeviceLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colDevice: ActionK}}},                                                                      // Device Label
+	{0x30100031, rule{keyword: "ReferencedFiducialsUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                             // Referenced Fiducials UID
+	{0x30100033, rule{keyword: "UserContentLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                       // User Content Label
+	{0x30100034, rule{keyword: "UserContentLongLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                   // User Content Long Label
+	{0x30100035, rule{keyword: "EntityLabel", vr: "SH", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                            // Entity Label
+	{0x30100036, rule{keyword: "EntityName", vr: "LO", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                             // Entity Name
+	{0x30100037, rule{keyword: "EntityDescription", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                      // Entity Description
+	{0x30100038, rule{keyword: "EntityLongLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Entity Long Label
+	{0x3010003B, rule{keyword: "RTTreatmentPhaseUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                                // RT Treatment Phase UID
+	{0x30100043, rule{keyword: "ManufacturerDeviceIdentifier", vr: "ST", basic: ActionZ, opts: [numCols]Action{colDevice: ActionK}}},                                                     // Manufacturer's Device Identifier
+	{0x3010004C, rule{keyword: "IntendedPhaseStartDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                            // Intended Phase Start Date
+	{0x3010004D, rule{keyword: "IntendedPhaseEndDate", vr: "DA", basic: ActionXD, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                              // Intended Phase End Date
+	{0x30100054, rule{keyword: "RTPrescriptionLabel", vr: "LO", basic: ActionD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                    // RT Prescription Label
+	{0x30100056, rule{keyword: "RTTreatmentApproachLabel", vr: "LO", basic: ActionXD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                              // RT Treatment Approach Label
+	{0x3010005A, rule{keyword: "RTPhysicianIntentNarrative", vr: "UT", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                             // RT Physician Intent Narrative
+	{0x3010005C, rule{keyword: "ReasonForSuperseding", vr: "ST", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                   // Reason for Superseding
+	{0x30100061, rule{keyword: "PriorTreatmentDoseDescription", vr: "UT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                          // Prior Treatment Dose Description
+	{0x3010006E, rule{keyword: "DosimetricObjectiveUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                             // Dosimetric Objective UID
+	{0x3010006F, rule{keyword: "ReferencedDosimetricObjectiveUID", vr: "UI", basic: ActionU, opts: [numCols]Action{colUIDs: ActionK}}},                                                   // Referenced Dosimetric Objective UID
+	{0x30100077, rule{keyword: "TreatmentSite", vr: "LO", basic: ActionXD, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                         // Treatment Site
+	{0x3010007A, rule{keyword: "TreatmentTechniqueNotes", vr: "UT", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                // Treatment Technique Notes
+	{0x3010007B, rule{keyword: "PrescriptionNotes", vr: "UT", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                      // Prescription Notes
+	{0x3010007F, rule{keyword: "FractionationNotes", vr: "UT", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                     // Fractionation Notes
+	{0x30100081, rule{keyword: "PrescriptionNotesSequence", vr: "SQ", basic: ActionZ, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                              // Prescription Notes Sequence
+	{0x30100085, rule{keyword: "IntendedFractionStartTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                          // Intended Fraction Start Time
+	{0x40000010, rule{keyword: "Arbitrary", vr: "LT", basic: ActionX}},                                                                                                                   // Arbitrary
+	{0x40004000, rule{keyword: "TextComments", vr: "LT", basic: ActionX}},                                                                                                                // Text Comments
+	{0x40080040, rule{keyword: "ResultsID", vr: "SH", basic: ActionX}},                                                                                                                   // Results ID
+	{0x40080042, rule{keyword: "ResultsIDIssuer", vr: "LO", basic: ActionX}},                                                                                                             // Results ID Issuer
+	{0x40080100, rule{keyword: "InterpretationRecordedDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                         // Interpretation Recorded Date
+	{0x40080101, rule{keyword: "InterpretationRecordedTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                         // Interpretation Recorded Time
+	{0x40080102, rule{keyword: "InterpretationRecorder", vr: "PN", basic: ActionX}},                                                                                                      // Interpretation Recorder
+	{0x40080108, rule{keyword: "InterpretationTranscriptionDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Interpretation Transcription Date
+	{0x40080109, rule{keyword: "InterpretationTranscriptionTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                    // Interpretation Transcription Time
+	{0x4008010A, rule{keyword: "InterpretationTranscriber", vr: "PN", basic: ActionX}},                                                                                                   // Interpretation Transcriber
+	{0x4008010B, rule{keyword: "InterpretationText", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                     // Interpretation Text
+	{0x4008010C, rule{keyword: "InterpretationAuthor", vr: "PN", basic: ActionX}},                                                                                                        // Interpretation Author
+	{0x40080111, rule{keyword: "InterpretationApproverSequence", vr: "SQ", basic: ActionX}},                                                                                              // Interpretation Approver Sequence
+	{0x40080112, rule{keyword: "InterpretationApprovalDate", vr: "DA", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                         // Interpretation Approval Date
+	{0x40080113, rule{keyword: "InterpretationApprovalTime", vr: "TM", basic: ActionX, opts: [numCols]Action{colFullDates: ActionK, colModifiedDates: ActionC}}},                         // Interpretation Approval Time
+	{0x40080114, rule{keyword: "PhysicianApprovingInterpretation", vr: "PN", basic: ActionX}},                                                                                            // Physician Approving Interpretation
+	{0x40080115, rule{keyword: "InterpretationDiagnosisDescription", vr: "LT", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                     // Interpretation Diagnosis Description
+	{0x40080118, rule{keyword: "ResultsDistributionListSequence", vr: "SQ", basic: ActionX}},                                                                                             // Results Distribution List Sequence
+	{0x40080119, rule{keyword: "DistributionName", vr: "PN", basic: ActionX}},                                                                                                            // Distribution Name
+	{0x4008011A, rule{keyword: "DistributionAddress", vr: "LO", basic: ActionX}},                                                                                                         // Distribution Address
+	{0x40080200, rule{keyword: "InterpretationID", vr: "SH", basic: ActionX}},                                                                                                            // Interpretation ID
+	{0x40080202, rule{keyword: "InterpretationIDIssuer", vr: "LO", basic: ActionX}},                                                                                                      // Interpretation ID Issuer
+	{0x40080300, rule{keyword: "Impressions", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                            // Impressions
+	{0x40084000, rule{keyword: "ResultsComments", vr: "ST", basic: ActionX, opts: [numCols]Action{colCleanDescriptors: ActionC}}},                                                        // Results Comments
+	{0xFFFAFFFA, rule{keyword: "DigitalSignaturesSequence", vr: "SQ", basic: ActionX}},                                                                                                   // Digital Signatures Sequence
+	{0xFFFCFFFC, rule{keyword: "DataSetTrailingPadding", vr: "OB", basic: ActionX}},                                                                                                      // Data Set Trailing Padding
 }
 
 // curveRule is the row (50xx,xxxx) Curve Data.
@@ -675,485 +707,508 @@ var overlayDataRule = rule{keyword: "OverlayData", vr: "OW", basic: ActionX, opt
 // privateRule is the row (gggg,eeee) Private Attributes.
 var privateRule = rule{keyword: "", vr: "", basic: ActionX, opts: [numCols]Action{colSafePrivate: ActionC}}
 
-// safePrivateTags holds Table E.3.10-1: (group, private creator, element low byte) → VR.
-var safePrivateTags = map[privateKey]string{
-	{group: 0x7053, creator: "Philips PET Private Group", elem: 0x00}:                      "DS",
-	{group: 0x7053, creator: "Philips PET Private Group", elem: 0x09}:                      "DS",
-	{group: 0x00E1, creator: "ELSCINT1", elem: 0x21}:                                       "DS",
-	{group: 0x00E1, creator: "ELSCINT1", elem: 0x50}:                                       "DS",
-	{group: 0x01E1, creator: "ELSCINT1", elem: 0x26}:                                       "CS",
-	{group: 0x01F1, creator: "ELSCINT1", elem: 0x01}:                                       "CS",
-	{group: 0x01F1, creator: "ELSCINT1", elem: 0x07}:                                       "DS",
-	{group: 0x01F1, creator: "ELSCINT1", elem: 0x26}:                                       "DS",
-	{group: 0x01F1, creator: "ELSCINT1", elem: 0x27}:                                       "DS",
-	{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x23}:                                   "DS",
-	{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x24}:                                   "DS",
-	{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x27}:                                   "DS",
-	{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x9E}:                                   "LO",
-	{group: 0x0043, creator: "GEMS_PARM_01", elem: 0x27}:                                   "SH",
-	{group: 0x0045, creator: "GEMS_HELIOS_01", elem: 0x01}:                                 "SS",
-	{group: 0x0045, creator: "GEMS_HELIOS_01", elem: 0x02}:                                 "FL",
-	{group: 0x0903, creator: "GEIIS PACS", elem: 0x10}:                                     "US",
-	{group: 0x0903, creator: "GEIIS PACS", elem: 0x11}:                                     "US",
-	{group: 0x0903, creator: "GEIIS PACS", elem: 0x12}:                                     "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x01}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x02}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x03}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x04}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x05}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x06}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x07}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x08}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x09}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0A}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0B}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0C}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0E}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0F}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x10}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x11}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x12}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x13}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x14}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x15}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x16}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x17}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x18}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x19}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1A}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1B}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1C}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1D}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1E}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1F}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x21}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x22}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x23}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x24}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x25}:                         "SH",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x26}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x27}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x28}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x29}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2A}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2B}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2C}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2D}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2E}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2F}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x30}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x31}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x32}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x33}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x34}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x35}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x36}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x37}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x38}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x39}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3A}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3B}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3C}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3D}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3E}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3F}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x40}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x41}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x42}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x43}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x44}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x45}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x46}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x47}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x48}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x49}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4A}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4B}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4C}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4D}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4E}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4F}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x50}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x51}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x53}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x54}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x55}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x56}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x57}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x58}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x59}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x5A}:                         "ST",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x5D}:                         "ST",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x5E}:                         "ST",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x5F}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x60}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x61}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x62}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x63}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x64}:                         "SH",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x65}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x66}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x67}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x68}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x69}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6A}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6B}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6D}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6E}:                         "SH",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6F}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x71}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x72}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x73}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x74}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x75}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x76}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x77}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x79}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7A}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7B}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7C}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7D}:                         "OW/OB",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7E}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7F}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x80}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x81}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x82}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x83}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x84}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x85}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x86}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x87}:                         "SH",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x88}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x89}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x8A}:                         "DS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x8B}:                         "SH",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x8C}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x90}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x91}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x92}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x93}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x94}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x9A}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x9B}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x9D}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x9F}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA1}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA2}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA3}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA4}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA5}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC0}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC1}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC2}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC3}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC5}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC6}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC7}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xCA}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xCB}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD0}:                         "AT",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD1}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD2}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD3}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD4}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD5}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD6}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD7}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD8}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD9}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDA}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDB}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDC}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDD}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDE}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDF}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xE9}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF1}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF2}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF3}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF4}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF5}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF6}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF7}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF9}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xFB}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xFC}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xFD}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xFF}:                         "OW/OB",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x01}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x02}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x03}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x04}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x05}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x06}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x07}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x08}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x09}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0A}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0B}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0C}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0D}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0E}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0F}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x10}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x11}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x12}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x13}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x14}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x15}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x16}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x17}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x18}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x19}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1A}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1B}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1C}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1D}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1E}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1F}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x20}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x21}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x22}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x23}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x24}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x25}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x26}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x27}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x28}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x29}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2A}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2B}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2C}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2D}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2E}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2F}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x30}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x31}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x32}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x33}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x34}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x35}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x36}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x37}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x38}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x39}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3A}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3B}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3C}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3D}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3E}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3F}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x40}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x50}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x52}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x53}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x57}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x58}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5A}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5C}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5D}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5E}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5F}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x63}:                         "ST",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x64}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x65}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x66}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x67}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x68}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x6B}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x71}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x72}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x73}:                         "FL",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x74}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x75}:                         "SS",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x01}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x02}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x03}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x04}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x05}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x06}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x07}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x08}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0A}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0B}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0D}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0E}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0F}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x12}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x17}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x18}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x19}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1A}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1B}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1C}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1D}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1E}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1F}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x21}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x22}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x23}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x24}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x25}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x26}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x27}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x28}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2A}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2B}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2C}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2D}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2E}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2F}:                         "OB",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x30}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x31}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x32}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x36}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x37}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x38}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x39}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3A}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3B}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3C}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3D}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3E}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x40}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x41}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x42}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x44}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x45}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x46}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x47}:                         "OB",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x49}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x4A}:                         "OB",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x4B}:                         "SL",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x4C}:                         "LO",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA1}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA2}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA3}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA4}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA5}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA6}:                         "US",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA8}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA9}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xAA}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xAB}:                         "IS",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x00}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x01}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x02}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x03}:                         "UL",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x04}:                         "SQ",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x05}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x06}:                         "FD",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x07}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x08}:                         "CS",
-	{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x09}:                         "UL",
-	{group: 0x0025, creator: "Philips ST80i", elem: 0x01}:                                  "OW",
-	{group: 0x0019, creator: "SIEMENS MR HEADER", elem: 0x0C}:                              "IS",
-	{group: 0x0019, creator: "SIEMENS MR HEADER", elem: 0x0D}:                              "CS",
-	{group: 0x0019, creator: "SIEMENS MR HEADER", elem: 0x0E}:                              "FD",
-	{group: 0x0019, creator: "SIEMENS MR HEADER", elem: 0x27}:                              "FD",
-	{group: 0x0043, creator: "GEMS_PARM_01", elem: 0x39}:                                   "IS",
-	{group: 0x0043, creator: "GEMS_PARM_01", elem: 0x6F}:                                   "DS",
-	{group: 0x0025, creator: "GEMS_SERS_01", elem: 0x07}:                                   "SL",
-	{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x01}:                                  "LO",
-	{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x02}:                                  "SH",
-	{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x10}:                                  "SQ",
-	{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x11}:                                  "SQ",
-	{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x12}:                                  "OB",
-	{group: 0x0099, creator: "NQHeader", elem: 0x01}:                                       "UI",
-	{group: 0x0099, creator: "NQHeader", elem: 0x02}:                                       "UI",
-	{group: 0x0099, creator: "NQHeader", elem: 0x04}:                                       "SS",
-	{group: 0x0099, creator: "NQHeader", elem: 0x05}:                                       "LT",
-	{group: 0x0099, creator: "NQHeader", elem: 0x10}:                                       "FL",
-	{group: 0x0099, creator: "NQHeader", elem: 0x20}:                                       "SH",
-	{group: 0x0099, creator: "NQHeader", elem: 0x21}:                                       "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x01}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x02}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x03}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x04}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x05}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x06}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x07}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x08}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x09}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x0A}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x0B}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x0C}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x0D}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x0E}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x0F}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x10}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x11}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x12}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x13}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x14}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x15}:                                         "FL",
-	{group: 0x0199, creator: "NQLeft", elem: 0x16}:                                         "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x01}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x02}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x03}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x04}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x05}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x06}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x07}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x08}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x09}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x0A}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x0B}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x0C}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x0D}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x0E}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x0F}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x10}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x11}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x12}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x13}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x14}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x15}:                                        "FL",
-	{group: 0x0299, creator: "NQRight", elem: 0x16}:                                        "FL",
-	{group: 0x2005, creator: "Philips MR Imaging DD 001", elem: 0x0D}:                      "FL",
-	{group: 0x2005, creator: "Philips MR Imaging DD 001", elem: 0x0E}:                      "FL",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x00}:                      "LO",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x01}:                      "OB",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x02}:                      "SQ",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x03}:                      "SQ",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x04}:                      "OB",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x05}:                      "UL",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x06}:                      "UL",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x07}:                      "UL",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x08}:                      "UL",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x09}:                      "SS",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x10}:                      "SH",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x11}:                      "",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x12}:                      "",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x13}:                      "IS",
-	{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x21}:                      "SH",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x00}:                      "SQ",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x02}:                      "UI",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x03}:                      "",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x04}:                      "",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x05}:                      "",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x06}:                      "SQ",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x07}:                      "UI",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x08}:                      "OB",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x09}:                      "SQ",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x10}:                      "OB",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x11}:                      "SQ",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x12}:                      "UI",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x20}:                      "SQ",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x21}:                      "OB",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x22}:                      "OB",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x29}:                      "OB",
-	{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x30}:                      "CS",
-	{group: 0x0139, creator: "SIEMENS Ultrasound SC2000", elem: 0x01}:                      "SL",
-	{group: 0x0149, creator: "SIEMENS Ultrasound SC2000", elem: 0x01}:                      "FD",
-	{group: 0x0149, creator: "SIEMENS Ultrasound SC2000", elem: 0x02}:                      "FD",
-	{group: 0x0149, creator: "SIEMENS Ultrasound SC2000", elem: 0x03}:                      "FD",
-	{group: 0x7FD1, creator: "SIEMENS Ultrasound SC2000", elem: 0x01}:                      "OB",
-	{group: 0x7FD1, creator: "SIEMENS Ultrasound SC2000", elem: 0x09}:                      "UI",
-	{group: 0x7FD1, creator: "SIEMENS Ultrasound SC2000", elem: 0x10}:                      "OB",
-	{group: 0x7FD1, creator: "SIEMENS Ultrasound SC2000", elem: 0x11}:                      "OB",
-	{group: 0x7FD1, creator: "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", elem: 0x01}: "OB",
-	{group: 0x7FD1, creator: "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", elem: 0x09}: "UI",
-	{group: 0x7FD1, creator: "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", elem: 0x10}: "OB",
-	{group: 0x7FD1, creator: "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", elem: 0x11}: "OB",
+// safePrivateTag returns the VR of a safe private attribute (Table
+// E.3.10-1), or false.
+func safePrivateTag(k privateKey) (string, bool) {
+	i, ok := slices.BinarySearchFunc(safePrivateTags[:], k, func(e safePrivateEntry, k privateKey) int { return comparePrivateKeys(e.key, k) })
+	if !ok {
+		return "", false
+	}
+	return safePrivateTags[i].vr, true
+}
+
+// comparePrivateKeys orders private keys by group, private creator and
+// element low byte.
+func comparePrivateKeys(a, b privateKey) int {
+	return cmp.Or(cmp.Compare(a.group, b.group), strings.Compare(a.creator, b.creator), cmp.Compare(a.elem, b.elem))
+}
+
+// safePrivateEntry is a row of Table E.3.10-1.
+type safePrivateEntry struct {
+	key privateKey
+	vr  string
+}
+
+// safePrivateTags holds Table E.3.10-1, sorted by group, private creator
+// and element low byte (see comparePrivateKeys).
+var safePrivateTags = [...]safePrivateEntry{
+	{privateKey{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x23}, "DS"},
+	{privateKey{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x24}, "DS"},
+	{privateKey{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x27}, "DS"},
+	{privateKey{group: 0x0019, creator: "GEMS_ACQU_01", elem: 0x9E}, "LO"},
+	{privateKey{group: 0x0019, creator: "SIEMENS MR HEADER", elem: 0x0C}, "IS"},
+	{privateKey{group: 0x0019, creator: "SIEMENS MR HEADER", elem: 0x0D}, "CS"},
+	{privateKey{group: 0x0019, creator: "SIEMENS MR HEADER", elem: 0x0E}, "FD"},
+	{privateKey{group: 0x0019, creator: "SIEMENS MR HEADER", elem: 0x27}, "FD"},
+	{privateKey{group: 0x0025, creator: "GEMS_SERS_01", elem: 0x07}, "SL"},
+	{privateKey{group: 0x0025, creator: "Philips ST80i", elem: 0x01}, "OW"},
+	{privateKey{group: 0x0043, creator: "GEMS_PARM_01", elem: 0x27}, "SH"},
+	{privateKey{group: 0x0043, creator: "GEMS_PARM_01", elem: 0x39}, "IS"},
+	{privateKey{group: 0x0043, creator: "GEMS_PARM_01", elem: 0x6F}, "DS"},
+	{privateKey{group: 0x0045, creator: "GEMS_HELIOS_01", elem: 0x01}, "SS"},
+	{privateKey{group: 0x0045, creator: "GEMS_HELIOS_01", elem: 0x02}, "FL"},
+	{privateKey{group: 0x0099, creator: "NQHeader", elem: 0x01}, "UI"},
+	{privateKey{group: 0x0099, creator: "NQHeader", elem: 0x02}, "UI"},
+	{privateKey{group: 0x0099, creator: "NQHeader", elem: 0x04}, "SS"},
+	{privateKey{group: 0x0099, creator: "NQHeader", elem: 0x05}, "LT"},
+	{privateKey{group: 0x0099, creator: "NQHeader", elem: 0x10}, "FL"},
+	{privateKey{group: 0x0099, creator: "NQHeader", elem: 0x20}, "SH"},
+	{privateKey{group: 0x0099, creator: "NQHeader", elem: 0x21}, "FL"},
+	{privateKey{group: 0x00E1, creator: "ELSCINT1", elem: 0x21}, "DS"},
+	{privateKey{group: 0x00E1, creator: "ELSCINT1", elem: 0x50}, "DS"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x00}, "LO"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x01}, "OB"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x02}, "SQ"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x03}, "SQ"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x04}, "OB"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x05}, "UL"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x06}, "UL"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x07}, "UL"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x08}, "UL"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x09}, "SS"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x10}, "SH"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x11}, ""},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x12}, ""},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x13}, "IS"},
+	{privateKey{group: 0x0119, creator: "SIEMENS Ultrasound SC2000", elem: 0x21}, "SH"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x00}, "SQ"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x02}, "UI"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x03}, ""},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x04}, ""},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x05}, ""},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x06}, "SQ"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x07}, "UI"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x08}, "OB"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x09}, "SQ"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x10}, "OB"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x11}, "SQ"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x12}, "UI"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x20}, "SQ"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x21}, "OB"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x22}, "OB"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x29}, "OB"},
+	{privateKey{group: 0x0129, creator: "SIEMENS Ultrasound SC2000", elem: 0x30}, "CS"},
+	{privateKey{group: 0x0139, creator: "SIEMENS Ultrasound SC2000", elem: 0x01}, "SL"},
+	{privateKey{group: 0x0149, creator: "SIEMENS Ultrasound SC2000", elem: 0x01}, "FD"},
+	{privateKey{group: 0x0149, creator: "SIEMENS Ultrasound SC2000", elem: 0x02}, "FD"},
+	{privateKey{group: 0x0149, creator: "SIEMENS Ultrasound SC2000", elem: 0x03}, "FD"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x01}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x02}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x03}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x04}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x05}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x06}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x07}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x08}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x09}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x0A}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x0B}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x0C}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x0D}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x0E}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x0F}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x10}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x11}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x12}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x13}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x14}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x15}, "FL"},
+	{privateKey{group: 0x0199, creator: "NQLeft", elem: 0x16}, "FL"},
+	{privateKey{group: 0x01E1, creator: "ELSCINT1", elem: 0x26}, "CS"},
+	{privateKey{group: 0x01F1, creator: "ELSCINT1", elem: 0x01}, "CS"},
+	{privateKey{group: 0x01F1, creator: "ELSCINT1", elem: 0x07}, "DS"},
+	{privateKey{group: 0x01F1, creator: "ELSCINT1", elem: 0x26}, "DS"},
+	{privateKey{group: 0x01F1, creator: "ELSCINT1", elem: 0x27}, "DS"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x01}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x02}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x03}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x04}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x05}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x06}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x07}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x08}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x09}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x0A}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x0B}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x0C}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x0D}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x0E}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x0F}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x10}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x11}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x12}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x13}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x14}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x15}, "FL"},
+	{privateKey{group: 0x0299, creator: "NQRight", elem: 0x16}, "FL"},
+	{privateKey{group: 0x0903, creator: "GEIIS PACS", elem: 0x10}, "US"},
+	{privateKey{group: 0x0903, creator: "GEIIS PACS", elem: 0x11}, "US"},
+	{privateKey{group: 0x0903, creator: "GEIIS PACS", elem: 0x12}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x01}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x02}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x03}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x04}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x05}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x06}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x07}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x08}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x09}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0A}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0B}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0C}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0E}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x0F}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x10}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x11}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x12}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x13}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x14}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x15}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x16}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x17}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x18}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x19}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1A}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1B}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1C}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1D}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1E}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x1F}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x21}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x22}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x23}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x24}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x25}, "SH"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x26}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x27}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x28}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x29}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2A}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2B}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2C}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2D}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2E}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x2F}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x30}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x31}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x32}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x33}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x34}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x35}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x36}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x37}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x38}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x39}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3A}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3B}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3C}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3D}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3E}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x3F}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x40}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x41}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x42}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x43}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x44}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x45}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x46}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x47}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x48}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x49}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4A}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4B}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4C}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4D}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4E}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x4F}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x50}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x51}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x53}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x54}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x55}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x56}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x57}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x58}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x59}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x5A}, "ST"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x5D}, "ST"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x5E}, "ST"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x5F}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x60}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x61}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x62}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x63}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x64}, "SH"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x65}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x66}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x67}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x68}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x69}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6A}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6B}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6D}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6E}, "SH"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x6F}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x71}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x72}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x73}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x74}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x75}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x76}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x77}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x79}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7A}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7B}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7C}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7D}, "OW/OB"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7E}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x7F}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x80}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x81}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x82}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x83}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x84}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x85}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x86}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x87}, "SH"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x88}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x89}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x8A}, "DS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x8B}, "SH"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x8C}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x90}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x91}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x92}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x93}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x94}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x9A}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x9B}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x9D}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0x9F}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA1}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA2}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA3}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA4}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xA5}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC0}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC1}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC2}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC3}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC5}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC6}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xC7}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xCA}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xCB}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD0}, "AT"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD1}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD2}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD3}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD4}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD5}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD6}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD7}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD8}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xD9}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDA}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDB}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDC}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDD}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDE}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xDF}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xE9}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF1}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF2}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF3}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF4}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF5}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF6}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF7}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xF9}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xFB}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xFC}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xFD}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 001", elem: 0xFF}, "OW/OB"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x01}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x02}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x03}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x04}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x05}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x06}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x07}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x08}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x09}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0A}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0B}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0C}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0D}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0E}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x0F}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x10}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x11}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x12}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x13}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x14}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x15}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x16}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x17}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x18}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x19}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1A}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1B}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1C}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1D}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1E}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x1F}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x20}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x21}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x22}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x23}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x24}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x25}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x26}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x27}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x28}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x29}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2A}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2B}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2C}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2D}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2E}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x2F}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x30}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x31}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x32}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x33}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x34}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x35}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x36}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x37}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x38}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x39}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3A}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3B}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3C}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3D}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3E}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x3F}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x40}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x50}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x52}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x53}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x57}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x58}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5A}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5C}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5D}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5E}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x5F}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x63}, "ST"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x64}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x65}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x66}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x67}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x68}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x6B}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x71}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x72}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x73}, "FL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x74}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 002", elem: 0x75}, "SS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x01}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x02}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x03}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x04}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x05}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x06}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x07}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x08}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0A}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0B}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0D}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0E}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x0F}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x12}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x17}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x18}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x19}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1A}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1B}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1C}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1D}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1E}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x1F}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x21}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x22}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x23}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x24}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x25}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x26}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x27}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x28}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2A}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2B}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2C}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2D}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2E}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x2F}, "OB"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x30}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x31}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x32}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x36}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x37}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x38}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x39}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3A}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3B}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3C}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3D}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x3E}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x40}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x41}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x42}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x44}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x45}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x46}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x47}, "OB"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x49}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x4A}, "OB"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x4B}, "SL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0x4C}, "LO"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA1}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA2}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA3}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA4}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA5}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA6}, "US"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA8}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xA9}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xAA}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 097", elem: 0xAB}, "IS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x00}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x01}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x02}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x03}, "UL"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x04}, "SQ"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x05}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x06}, "FD"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x07}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x08}, "CS"},
+	{privateKey{group: 0x2001, creator: "Philips Imaging DD 129", elem: 0x09}, "UL"},
+	{privateKey{group: 0x2005, creator: "Philips MR Imaging DD 001", elem: 0x0D}, "FL"},
+	{privateKey{group: 0x2005, creator: "Philips MR Imaging DD 001", elem: 0x0E}, "FL"},
+	{privateKey{group: 0x7053, creator: "Philips PET Private Group", elem: 0x00}, "DS"},
+	{privateKey{group: 0x7053, creator: "Philips PET Private Group", elem: 0x09}, "DS"},
+	{privateKey{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x01}, "LO"},
+	{privateKey{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x02}, "SH"},
+	{privateKey{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x10}, "SQ"},
+	{privateKey{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x11}, "SQ"},
+	{privateKey{group: 0x7E01, creator: "HOLOGIC, Inc.", elem: 0x12}, "OB"},
+	{privateKey{group: 0x7FD1, creator: "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", elem: 0x01}, "OB"},
+	{privateKey{group: 0x7FD1, creator: "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", elem: 0x09}, "UI"},
+	{privateKey{group: 0x7FD1, creator: "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", elem: 0x10}, "OB"},
+	{privateKey{group: 0x7FD1, creator: "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", elem: 0x11}, "OB"},
+	{privateKey{group: 0x7FD1, creator: "SIEMENS Ultrasound SC2000", elem: 0x01}, "OB"},
+	{privateKey{group: 0x7FD1, creator: "SIEMENS Ultrasound SC2000", elem: 0x09}, "UI"},
+	{privateKey{group: 0x7FD1, creator: "SIEMENS Ultrasound SC2000", elem: 0x10}, "OB"},
+	{privateKey{group: 0x7FD1, creator: "SIEMENS Ultrasound SC2000", elem: 0x11}, "OB"},
 }

@@ -1,10 +1,6 @@
 package dicom
 
-import (
-	"fmt"
-
-	"github.com/suyashkumar/dicom/pkg/tag"
-)
+import "fmt"
 
 // Tag is a data element tag, group in the high 16 bits.
 type Tag uint32
@@ -45,11 +41,14 @@ func (t *Tag) UnmarshalText(b []byte) error {
 
 // Keyword returns the PS3.6 keyword of the tag, or "" when unknown.
 func (t Tag) Keyword() string {
-	if r, ok := profileRules[t]; ok && r.keyword != "" {
+	if r, ok := profileRule(t); ok && r.keyword != "" {
 		return r.keyword
 	}
-	if info, err := tag.Find(dictTag(t)); err == nil {
-		return info.Keyword
+	if d, ok := lookupDict(t); ok {
+		return d.keyword
+	}
+	if t.Element() == 0 && !t.IsPrivate() {
+		return "GenericGroupLength"
 	}
 	return ""
 }
@@ -112,9 +111,16 @@ func isPixelData(t Tag) bool {
 	return t == tagPixelData || t == tagFloatPixelData || t == tagDoubleFloatPixelData
 }
 
-// dictTag maps a tag to the one the dictionary knows it by: repeating
-// groups (curves 50xx, overlays 60xx) are listed under their first group.
-func dictTag(t Tag) tag.Tag {
+// dictEntry is one attribute of the PS3.6 dictionary (dict_gen.go).
+type dictEntry struct {
+	tag     Tag
+	vr      string // for Implicit VR data
+	keyword string
+}
+
+// lookupDict finds t in the dictionary; repeating groups (curves 50xx,
+// overlays 60xx) are listed under their first group.
+func lookupDict(t Tag) (dictEntry, bool) {
 	g := t.Group()
 	if g >= 0x5000 && g <= 0x501E && g&1 == 0 {
 		g = 0x5000
@@ -122,14 +128,27 @@ func dictTag(t Tag) tag.Tag {
 	if g >= 0x6000 && g <= 0x601E && g&1 == 0 {
 		g = 0x6000
 	}
-	return tag.Tag{Group: g, Element: t.Element()}
+	t = NewTag(g, t.Element())
+	lo, hi := 0, len(dictionary)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if dictionary[m].tag < t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(dictionary) && dictionary[lo].tag == t {
+		return dictionary[lo], true
+	}
+	return dictEntry{}, false
 }
 
 // lookupVR gives the VR of a tag for implicit VR data: the PS3.6
-// dictionary of github.com/suyashkumar/dicom, the VRs of Table E.1-1 for
-// newer attributes, LO for Private Creators and UN otherwise. Where PS3.6
-// allows two VRs (US or SS, OB or OW) it picks the one implicit VR
-// encoding uses (US, OW).
+// dictionary of github.com/suyashkumar/dicom (dict_gen.go), the VRs of
+// Table E.1-1 for newer attributes, LO for Private Creators and UN
+// otherwise. Where PS3.6 allows two VRs (US or SS, OB or OW) it picks the
+// one implicit VR encoding uses (US, OW).
 func lookupVR(u uint32) string {
 	t := Tag(u)
 	if t.Element() == 0 {
@@ -141,22 +160,11 @@ func lookupVR(u uint32) string {
 		}
 		return "UN"
 	}
-	if r, ok := profileRules[t]; ok && r.vr != "" {
+	if r, ok := profileRule(t); ok && r.vr != "" {
 		return r.vr
 	}
-	info, err := tag.Find(dictTag(t))
-	if err != nil || len(info.VRs) == 0 {
-		return "UN"
+	if d, ok := lookupDict(t); ok {
+		return d.vr
 	}
-	for _, vr := range info.VRs {
-		if vr == "OW" {
-			return "OW"
-		}
-	}
-	switch vr := info.VRs[0]; vr {
-	case "NA", "":
-		return "UN"
-	default:
-		return vr
-	}
+	return "UN"
 }

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/consilium/consilium/deid"
 	"github.com/consilium/consilium/dicom"
 	"github.com/consilium/consilium/internal/testenv"
 )
@@ -179,5 +184,42 @@ func TestDeidSamePatient(t *testing.T) {
 	fb, _ := os.ReadFile(fout)
 	if !bytes.Contains(fb, []byte(`"id": "`+s.PatientID+`"`)) {
 		t.Errorf("FHIR id differs from DICOM Patient ID %s:\n%s", s.PatientID, fb)
+	}
+}
+
+// TestMemoSource checks that the memo gives the source's answers, with
+// repeated and duplicated UIDs, across patients, and after it forgets.
+func TestMemoSource(t *testing.T) {
+	ctx := context.Background()
+	k, err := deid.NewKeyed(bytes.Repeat([]byte{7}, 32), deid.KeyedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMemoSource(k)
+	for i := range memoMax + 500 {
+		key := "patient-" + strconv.Itoa(i%3)
+		originals := []string{"1.2.3", "1.2.3." + strconv.Itoa(i), "1.2.3", "1.2.4." + strconv.Itoa(i%7)}
+		got, err := m.UIDs(ctx, key, originals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := k.UIDs(ctx, key, originals)
+		if !slices.Equal(got, want) {
+			t.Fatalf("UIDs(%s, %v) = %v, want %v", key, originals, got, want)
+		}
+		gotP, err := m.Patient(ctx, key)
+		wantP, _ := k.Patient(ctx, key)
+		if err != nil || gotP != wantP {
+			t.Fatalf("Patient(%s) = %v, %v, want %v", key, gotP, err, wantP)
+		}
+	}
+	if len(m.uids) > memoMax {
+		t.Errorf("memo holds %d UIDs, more than %d", len(m.uids), memoMax)
+	}
+	if _, err := m.Patient(ctx, ""); !errors.Is(err, deid.ErrNoPatientKey) {
+		t.Errorf("empty key: %v", err)
+	}
+	if _, err := m.UIDs(ctx, "", []string{"1.2.5"}); !errors.Is(err, deid.ErrNoPatientKey) {
+		t.Errorf("UIDs with an empty key: %v", err)
 	}
 }

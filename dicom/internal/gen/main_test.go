@@ -31,3 +31,20 @@ func TestGeneratedUpToDate(t *testing.T) {
 		t.Fatal("dicom/tables_gen.go is out of date: run go generate ./dicom/")
 	}
 }
+
+// TestDictUpToDate fails when dicom/dict_gen.go differs from the
+// dictionary of the github.com/suyashkumar/dicom version in go.mod.
+func TestDictUpToDate(t *testing.T) {
+	testenv.LookPath(t, "go", "install Go")
+	want, err := generateDict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join("..", "..", "dict_gen.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("dicom/dict_gen.go is out of date: run go generate ./dicom/")
+	}
+}

@@ -34,6 +34,12 @@ const (
 	maxEagerLen        = 1 << 16
 )
 
+// Values up to maxArenaValue bytes are carved from arenaSize chunks.
+const (
+	maxArenaValue = 256
+	arenaSize     = 4 << 10
+)
+
 // Syntax is how elements are encoded.
 type Syntax struct {
 	Implicit  bool
@@ -104,6 +110,8 @@ type Decoder struct {
 	r      *bufio.Reader
 	off    int64
 	lookup func(uint32) string
+	hdr    [12]byte // scratch for ReadHeader (a local would escape)
+	arena  []byte   // small values are carved from it (see ReadValue)
 }
 
 // NewDecoder reads from r. lookup gives the VR of a tag for implicit VR
@@ -115,6 +123,17 @@ func NewDecoder(r io.Reader, lookup func(uint32) string) *Decoder {
 	}
 	return &Decoder{r: br, lookup: lookup}
 }
+
+// Reset makes d read from r, keeping its buffer, with the offset at
+// zero.
+func (d *Decoder) Reset(r io.Reader) {
+	d.r.Reset(r)
+	d.off = 0
+}
+
+// SetArena gives d memory to carve small values from (see ReadValue), for
+// a caller that reuses it once it is done with the values.
+func (d *Decoder) SetArena(b []byte) { d.arena = b }
 
 // Offset is the number of bytes consumed so far.
 func (d *Decoder) Offset() int64 { return d.off }
@@ -137,8 +156,17 @@ func (d *Decoder) Read(p []byte) (int, error) {
 // ReadHeader reads the next header. It returns io.EOF, and only io.EOF,
 // when the input ends exactly before a header.
 func (d *Decoder) ReadHeader(s Syntax) (Header, error) {
+	if b, _ := d.r.Peek(12); len(b) == 12 {
+		// The common case, without a call per header field: the whole
+		// header is buffered.
+		if h, n, ok := d.parseHeader(s, b); ok {
+			d.r.Discard(n)
+			d.off += int64(n)
+			return h, nil
+		}
+	}
 	start := d.off
-	var b [12]byte
+	b := &d.hdr
 	if err := d.full(b[:4]); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Header{}, io.EOF
@@ -177,6 +205,33 @@ func (d *Decoder) ReadHeader(s Syntax) (Header, error) {
 	return h, nil
 }
 
+// parseHeader parses the header at the start of b (12 bytes) and returns
+// its length; ok is false when the VR bytes are invalid (ReadHeader then
+// reports the error).
+func (d *Decoder) parseHeader(s Syntax, b []byte) (h Header, n int, ok bool) {
+	o := s.order()
+	tag := uint32(o.Uint16(b[0:2]))<<16 | uint32(o.Uint16(b[2:4]))
+	h = Header{Tag: tag, Offset: d.off}
+	if tag>>16 == itemGroup || s.Implicit {
+		h.Length = o.Uint32(b[4:8])
+		if tag>>16 != itemGroup {
+			h.VR = d.lookup(tag)
+		}
+		return h, 8, true
+	}
+	vr, ok := ParseVR(b[4], b[5])
+	if !ok {
+		return Header{}, 0, false
+	}
+	h.VR = vr
+	if LongLength(vr) {
+		h.Length = o.Uint32(b[8:12])
+		return h, 12, true
+	}
+	h.Length = uint32(o.Uint16(b[6:8]))
+	return h, 8, true
+}
+
 func (d *Decoder) full(p []byte) error {
 	n, err := io.ReadFull(d.r, p)
 	d.off += int64(n)
@@ -193,6 +248,23 @@ func (d *Decoder) ReadValue(n uint32, max int64) ([]byte, error) {
 	start := d.off
 	if int64(n) > max {
 		return nil, Errorf(start, TooLarge, "value of %d bytes exceeds the limit of %d", n, max)
+	}
+	if n == 0 {
+		return []byte{}, nil
+	}
+	if n <= maxArenaValue {
+		// Header values are mostly a few bytes long: one allocation per
+		// arenaSize bytes instead of one per value. Each value is capped
+		// at its length, so appending to it copies.
+		if int(n) > len(d.arena) {
+			d.arena = make([]byte, arenaSize)
+		}
+		b := d.arena[:n:n]
+		d.arena = d.arena[n:]
+		if err := d.full(b); err != nil {
+			return nil, Errorf(start, Truncated, "truncated value (%d bytes declared)", n)
+		}
+		return b, nil
 	}
 	if n <= maxEagerLen {
 		b := make([]byte, n)
@@ -279,13 +351,24 @@ var vrs = [...]string{
 
 // ParseVR returns the VR spelled by two bytes, as a shared constant string.
 func ParseVR(a, b byte) (string, bool) {
-	for _, v := range vrs {
-		if v[0] == a && v[1] == b {
-			return v, true
-		}
+	if a < 'A' || a > 'Z' || b < 'A' || b > 'Z' {
+		return "", false
 	}
-	return "", false
+	i := vrIndex[a-'A'][b-'A']
+	if i == 0 {
+		return "", false
+	}
+	return vrs[i-1], true
 }
+
+// vrIndex maps the two letters of a VR to 1 + its index in vrs (0: not
+// a VR): ParseVR runs for every element header.
+var vrIndex = func() (t [26][26]uint8) {
+	for i, v := range vrs {
+		t[v[0]-'A'][v[1]-'A'] = uint8(i + 1)
+	}
+	return t
+}()
 
 // LongLength reports whether an explicit-VR header of this VR has a 32-bit
 // length (PS3.5 Table 7.1-1).

@@ -116,3 +116,20 @@ func FuzzDecoder(f *testing.F) {
 		}
 	})
 }
+
+func TestParseVR(t *testing.T) {
+	for a := range 256 {
+		for b := range 256 {
+			want := ""
+			for _, v := range vrs {
+				if v[0] == byte(a) && v[1] == byte(b) {
+					want = v
+				}
+			}
+			got, ok := ParseVR(byte(a), byte(b))
+			if got != want || ok != (want != "") {
+				t.Fatalf("ParseVR(%q, %q) = %q, %v; want %q", byte(a), byte(b), got, ok, want)
+			}
+		}
+	}
+}
