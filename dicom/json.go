@@ -7,8 +7,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-
-	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 // JSONDataset is a dataset in the DICOM JSON Model (PS3.18 F.2): the
@@ -287,9 +285,12 @@ func LookupKeyword(s string) (Tag, bool) {
 			return Tag(n), true
 		}
 	}
-	info, err := tag.FindByKeyword(s)
-	if err != nil {
-		return 0, false
+	// A scan of the static dictionary: queries name few attributes, and a
+	// keyword index would cost every start of the binary.
+	for _, e := range dictionary {
+		if e.keyword == s {
+			return e.tag, true
+		}
 	}
-	return NewTag(info.Tag.Group, info.Tag.Element), true
+	return 0, false
 }
