@@ -55,24 +55,24 @@ func newTestStore(t testing.TB) *Store {
 
 func TestParseBundleSameAsPlain(t *testing.T) {
 	s := newTestStore(t)
-	entry := `{"fullUrl":"urn:uuid:a","resource":{"resourceType":"Patient","gender":"female"},"request":{"method":"POST","url":"Patient"}}`
+	ent := `{"fullUrl":"urn:uuid:a","resource":{"resourceType":"Patient","gender":"female"},"request":{"method":"POST","url":"Patient"}}`
 	bad := `{"resource":{"resourceType":"Observation","status":"nonsense"},"request":{"method":"POST","url":"Observation"}}`
 	for _, tc := range []struct{ name, body string }{
-		{"transaction", `{"resourceType":"Bundle","type":"transaction","entry":[` + entry + `,` + bad + `]}`},
-		{"entry first", `{"entry":[` + entry + `],"type":"batch","resourceType":"Bundle"}`},
+		{"transaction", `{"resourceType":"Bundle","type":"transaction","entry":[` + ent + `,` + bad + `]}`},
+		{"entry first", `{"entry":[` + ent + `],"type":"batch","resourceType":"Bundle"}`},
 		{"no entries", `{"resourceType":"Bundle","type":"batch"}`},
 		{"empty entries", `{"resourceType":"Bundle","type":"batch","entry":[]}`},
 		{"null entries", `{"resourceType":"Bundle","type":"batch","entry":null}`},
 		{"entry not an array", `{"resourceType":"Bundle","type":"batch","entry":{}}`},
-		{"entry repeated", `{"resourceType":"Bundle","type":"batch","entry":[` + entry + `],"entry":[` + bad + `]}`},
-		{"type repeated", `{"resourceType":"Bundle","type":"batch","type":"transaction","entry":[` + entry + `]}`},
-		{"duplicate fullUrl", `{"resourceType":"Bundle","type":"batch","entry":[` + entry + `,` + entry + `]}`},
-		{"not a Bundle", `{"resourceType":"Patient","type":"batch","entry":[` + entry + `]}`},
-		{"collection", `{"resourceType":"Bundle","type":"collection","entry":[` + entry + `]}`},
-		{"unknown element", `{"resourceType":"Bundle","type":"batch","oops":1,"entry":[` + entry + `]}`},
-		{"entry not an object", `{"resourceType":"Bundle","type":"batch","entry":[1,` + entry + `]}`},
-		{"array", `[` + entry + `]`},
-		{"truncated", `{"resourceType":"Bundle","type":"batch","entry":[` + entry},
+		{"entry repeated", `{"resourceType":"Bundle","type":"batch","entry":[` + ent + `],"entry":[` + bad + `]}`},
+		{"type repeated", `{"resourceType":"Bundle","type":"batch","type":"transaction","entry":[` + ent + `]}`},
+		{"duplicate fullUrl", `{"resourceType":"Bundle","type":"batch","entry":[` + ent + `,` + ent + `]}`},
+		{"not a Bundle", `{"resourceType":"Patient","type":"batch","entry":[` + ent + `]}`},
+		{"collection", `{"resourceType":"Bundle","type":"collection","entry":[` + ent + `]}`},
+		{"unknown element", `{"resourceType":"Bundle","type":"batch","oops":1,"entry":[` + ent + `]}`},
+		{"entry not an object", `{"resourceType":"Bundle","type":"batch","entry":[1,` + ent + `]}`},
+		{"array", `[` + ent + `]`},
+		{"truncated", `{"resourceType":"Bundle","type":"batch","entry":[` + ent},
 		{"syntax error in an entry", `{"resourceType":"Bundle","type":"batch","entry":[{"request":}]}`},
 		{"data after", `{"resourceType":"Bundle","type":"batch"} {}`},
 		{"garbage after", `{"resourceType":"Bundle","type":"batch"} ]`},
@@ -82,7 +82,7 @@ func TestParseBundleSameAsPlain(t *testing.T) {
 	}
 	// The regular case does take the overlapped path.
 	work := make(chan *entry, 2)
-	body := `{"entry":[` + entry + `,` + bad + `],"type":"transaction","resourceType":"Bundle"}`
+	body := `{"entry":[` + ent + `,` + bad + `],"type":"transaction","resourceType":"Bundle"}`
 	if _, es, ok := streamEnvelope([]byte(body), work); !ok || len(es) != 2 || len(work) != 2 {
 		t.Fatalf("streamEnvelope of a regular Bundle: ok %t, %d entries, %d sent to parse", ok, len(es), len(work))
 	}
