@@ -104,8 +104,9 @@ const (
 //
 // Puts stream: objects up to one part are sent with a single PUT, larger
 // ones (or ones of unknown size that turn out larger) as a multipart
-// upload with a fixed number of part buffers in flight. Each part carries
-// a CRC-32C that the server verifies (see partOptions). IfAbsent and
+// upload with a fixed number of part buffers in flight. The single PUT
+// and each part carry a CRC-32C that the server verifies (see
+// singleOptions and partOptions). IfAbsent and
 // IfMatch travel as If-None-Match: * and If-Match headers on the single
 // PUT, or on CompleteMultipartUpload, which MinIO checks under its
 // namespace lock, so they are race-free for objects of any size.
