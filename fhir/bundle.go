@@ -1,6 +1,8 @@
 package fhir
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -81,6 +83,32 @@ func parseEnvelope(body []byte) (string, []*entry, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	typ, list, err := checkRoot(v)
+	if err != nil {
+		return "", nil, err
+	}
+	es := make([]*entry, len(list))
+	seenURL := map[string]int{}
+	for i, raw := range list {
+		es[i] = readEntry(raw, i, seenURL)
+	}
+	return typ, es, nil
+}
+
+// readEntry reads entry i of a Bundle from its tree; a failure is
+// recorded on the entry.
+func readEntry(raw any, i int, seenURL map[string]int) *entry {
+	path := "Bundle.entry[" + strconv.Itoa(i) + "]"
+	e := &entry{index: i, root: path + ".resource"}
+	if err := e.readEnvelope(raw, path, seenURL); err != nil {
+		e.err = atEntry(err, i, path)
+	}
+	return e
+}
+
+// checkRoot checks the Bundle itself (v is its decoded tree) and returns
+// its type and its entries.
+func checkRoot(v any) (string, []any, error) {
 	root, ok := v.(object)
 	if !ok || root["resourceType"] != "Bundle" {
 		return "", nil, newError(ErrInvalid, CodeInvalid, "", "the body must be a Bundle (or NDJSON with Content-Type application/fhir+ndjson)")
@@ -108,17 +136,105 @@ func parseEnvelope(body []byte) (string, []*entry, error) {
 	default:
 		return "", nil, newError(ErrInvalid, CodeStructure, "Bundle.entry", "entry must be an array")
 	}
-	es := make([]*entry, len(list))
-	seenURL := map[string]int{}
-	for i, raw := range list {
-		path := "Bundle.entry[" + strconv.Itoa(i) + "]"
-		e := &entry{index: i, root: path + ".resource"}
-		es[i] = e
-		if err := e.readEnvelope(raw, path, seenURL); err != nil {
-			e.err = atEntry(err, i, path)
+	return typ, list, nil
+}
+
+// parseBundle does what parseEnvelope and then parseEntries do, but
+// overlaps them: each entry goes to the Store's parse workers as soon as
+// it is decoded, so that the (sequential) decoding of a large Bundle runs
+// alongside the parsing of its first entries instead of before it. The
+// result, errors included, is the same: anything irregular (invalid
+// JSON, a body that is not a JSON object, a repeated element, an entry
+// element that is not an array) or a Bundle that checkRoot refuses takes
+// the plain path, whose error is returned, and what the workers parsed
+// is dropped.
+func (s *Store) parseBundle(body []byte) (string, []*entry, error) {
+	work := make(chan *entry)
+	var wg sync.WaitGroup
+	for range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for e := range work {
+				e.parse(s.parser, &buf)
+			}
+		}()
+	}
+	root, es, ok := streamEnvelope(body, work)
+	close(work)
+	wg.Wait()
+	if ok {
+		if typ, _, err := checkRoot(root); err == nil {
+			return typ, es, nil
 		}
 	}
+	typ, es, err := parseEnvelope(body)
+	if err != nil {
+		return "", nil, err
+	}
+	s.parseEntries(es)
 	return typ, es, nil
+}
+
+// streamEnvelope decodes body as decodeTree does, reading the entries of
+// its "entry" array one at a time (readEntry) and sending those with a
+// resource to parse to work. It returns the Bundle's tree and its
+// entries, or false for anything it leaves to parseEnvelope.
+func streamEnvelope(body []byte, work chan<- *entry) (object, []*entry, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, nil, false
+	}
+	root := object{}
+	var es []*entry
+	seenURL := map[string]int{}
+	for dec.More() {
+		t, err := dec.Token()
+		key, isKey := t.(string)
+		if err != nil || !isKey {
+			return nil, nil, false
+		}
+		if _, dup := root[key]; dup {
+			return nil, nil, false // the last one counts: entries already sent
+		}
+		if key != "entry" {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return nil, nil, false
+			}
+			root[key] = v
+			continue
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+			return nil, nil, false
+		}
+		list := []any{}
+		for dec.More() {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return nil, nil, false
+			}
+			e := readEntry(v, len(list), seenURL)
+			list = append(list, v)
+			es = append(es, e)
+			if e.err == nil && (e.raw != nil || e.tree != nil) {
+				work <- e
+			}
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim(']') {
+			return nil, nil, false
+		}
+		root[key] = list
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return nil, nil, false
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, nil, false // data after the JSON value
+	}
+	return root, es, true
 }
 
 // readEnvelope reads one Bundle entry (not its resource).

@@ -133,12 +133,12 @@ func instant(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.00
 // A batch reports each entry's outcome; its successful writes are
 // committed together.
 func (s *Store) ProcessBundle(ctx context.Context, org string, body []byte, opts WriteOptions) (*BundleResult, error) {
-	typ, es, err := parseEnvelope(body)
+	typ, es, err := s.parseBundle(body)
 	if err != nil {
 		return nil, err
 	}
 	batch := typ == "batch"
-	if err := s.process(ctx, org, es, batch, opts); err != nil {
+	if err := s.process(ctx, org, es, batch, true, opts); err != nil {
 		return nil, err
 	}
 	res := &BundleResult{Type: typ + "-response", Entries: make([]EntryResult, len(es))}
@@ -194,7 +194,7 @@ func (s *Store) single(ctx context.Context, org string, e *entry, opts WriteOpti
 	if !typePattern.MatchString(e.typ) {
 		return EntryResult{}, newError(ErrMalformed, CodeValue, "", "not a resource type")
 	}
-	if err := s.process(ctx, org, []*entry{e}, false, opts); err != nil {
+	if err := s.process(ctx, org, []*entry{e}, false, false, opts); err != nil {
 		return EntryResult{}, err
 	}
 	return e.result(), nil
@@ -221,13 +221,15 @@ func (e *entry) reqPath() string {
 	return "Bundle.entry[" + strconv.Itoa(e.index) + "].request"
 }
 
-// process parses, plans, authorizes and commits entries, then runs their
-// reads.
-func (s *Store) process(ctx context.Context, org string, es []*entry, batch bool, opts WriteOptions) error {
+// process parses (unless parsed), plans, authorizes and commits
+// entries, then runs their reads.
+func (s *Store) process(ctx context.Context, org string, es []*entry, batch, parsed bool, opts WriteOptions) error {
 	if opts.Authorize == nil {
 		return errors.New("fhir: an authorizer is required")
 	}
-	s.parseEntries(es)
+	if !parsed {
+		s.parseEntries(es)
+	}
 	perr := make([]error, len(es))
 	for i, e := range es {
 		perr[i] = e.err

@@ -104,8 +104,9 @@ const (
 //
 // Puts stream: objects up to one part are sent with a single PUT, larger
 // ones (or ones of unknown size that turn out larger) as a multipart
-// upload with a fixed number of part buffers in flight. Each part carries
-// a CRC-32C that the server verifies (see partOptions). IfAbsent and
+// upload with a fixed number of part buffers in flight. The single PUT
+// and each part carry a CRC-32C that the server verifies (see
+// singleOptions and partOptions). IfAbsent and
 // IfMatch travel as If-None-Match: * and If-Match headers on the single
 // PUT, or on CompleteMultipartUpload, which MinIO checks under its
 // namespace lock, so they are race-free for objects of any size.
@@ -398,12 +399,19 @@ func (m *MinIO) upload(ctx context.Context, key string, r io.Reader, want int64,
 		partSize = (want + maxParts - 1) / maxParts
 	}
 	first := make([]byte, min(smallBuffer, partSize))
-	if want > 0 && want < int64(len(first)) {
-		first = first[:want+1] // one more, to see an overlong source
+	if want > 0 && want < partSize {
+		// A known size that fits one part: read it into a buffer of
+		// exactly that size, plus one byte to see an overlong source,
+		// rather than a part buffer (a fresh 8 MiB, zeroed, on most
+		// Puts: sync.Pool loses its buffers at every collection).
+		first = make([]byte, want+1)
 	}
 	n, eof, err := readFull(ctx, r, first)
 	if err != nil {
 		return minio.UploadInfo{}, 0, err
+	}
+	if want > 0 && int64(n) > want {
+		return minio.UploadInfo{}, 0, fmt.Errorf("source gave more than the %d bytes announced", want)
 	}
 	if !eof && int64(n) < partSize {
 		// More than the small buffer: continue into a part buffer.
@@ -425,8 +433,30 @@ func (m *MinIO) upload(ctx context.Context, key string, r io.Reader, want int64,
 	if want > 0 && int64(n) != want {
 		return minio.UploadInfo{}, 0, fmt.Errorf("source gave %d bytes or more, not the %d announced", n, want)
 	}
-	ui, err := m.core.PutObject(ctx, m.cfg.Bucket, key, bytes.NewReader(first[:n]), int64(n), "", "", po)
+	ui, err := m.core.PutObject(ctx, m.cfg.Bucket, key, bytes.NewReader(first[:n]), int64(n), "", "", singleOptions(po, first[:n]))
 	return ui, int64(n), err
+}
+
+// singleOptions protects a single PUT as partOptions does a part: with
+// a CRC-32C of the body that the server verifies before storing it,
+// sent in a signed header, instead of minio-go's default on plain HTTP
+// of a streaming signature (an HMAC-SHA-256 chain over every 64 KiB
+// chunk, for the client to compute and the server to check). Over TLS
+// minio-go sends the payload unsigned anyway; the checksum then adds the
+// same server-side check.
+func singleOptions(po minio.PutObjectOptions, body []byte) minio.PutObjectOptions {
+	var sum [4]byte
+	binary.BigEndian.PutUint32(sum[:], crc32.Checksum(body, castagnoli))
+	meta := make(map[string]string, len(po.UserMetadata)+1)
+	for k, v := range po.UserMetadata {
+		meta[k] = v
+	}
+	// minio-go sends x-amz-checksum-* keys of UserMetadata as headers, not
+	// as x-amz-meta-*.
+	meta["X-Amz-Checksum-Crc32c"] = base64.StdEncoding.EncodeToString(sum[:])
+	po.UserMetadata = meta
+	po.DisableContentSha256 = true
+	return po
 }
 
 func (m *MinIO) partBuf(size int64) *[]byte {

@@ -81,7 +81,7 @@ func synthea(b testing.TB) ([]bundle, int) {
 // one Bundle at a time (sequential) or GOMAXPROCS at a time (parallel, for
 // both). It reports raw-resources/s, api-resources/s and api/raw. Every API
 // figure includes TLS, a policy decision per entry, parsing and validation,
-// reference rewriting, encryption and the commit (segment and head writes).
+// reference rewriting, encryption, the audit entry and the commit (one object).
 //
 //	go test -run '^$' -bench Ingest -benchtime 20x ./bench/fhir/
 func BenchmarkIngest(b *testing.B) {
