@@ -66,7 +66,7 @@ func (st *Store) get(ctx context.Context, id string) (*Case, string, error) {
 		return nil, "", ErrNotFound
 	}
 	var c Case
-	etag, err := st.readJSON(ctx, casePrefix+id, &c)
+	etag, err := readJSON(ctx, st.s, casePrefix+id, &c)
 	if err != nil {
 		return nil, "", err
 	}
@@ -124,10 +124,6 @@ func (st *Store) List(ctx context.Context) iter.Seq2[*Case, error] {
 }
 
 // readJSON reads a bounded JSON record into v and returns its ETag.
-func (st *Store) readJSON(ctx context.Context, name string, v any) (string, error) {
-	return readJSON(ctx, st.s, name, v)
-}
-
 func readJSON(ctx context.Context, s storage.Store, name string, v any) (string, error) {
 	rc, info, err := s.Get(ctx, name, storage.GetOptions{})
 	if errors.Is(err, storage.ErrNotFound) {
@@ -150,6 +146,7 @@ func readJSON(ctx context.Context, s storage.Store, name string, v any) (string,
 	return info.ETag, nil
 }
 
+// putJSON stores v as a JSON record.
 func putJSON(ctx context.Context, s storage.Store, name string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -3,11 +3,8 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
-	"mime/multipart"
 	"net/http"
-	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,36 +160,6 @@ func (r reply) wantRefused(t *testing.T, status int) refusal {
 		t.Fatalf("%s %s: a %d without error or reasons: %s", r.method, r.path, status, r.body)
 	}
 	return e
-}
-
-// stowBody streams files as a STOW-RS multipart/related body.
-func stowBody(files []string) (io.Reader, string) {
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		for _, name := range files {
-			h := textproto.MIMEHeader{}
-			h.Set("Content-Type", "application/dicom")
-			w, err := mw.CreatePart(h)
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			f, err := os.Open(name)
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			_, err = io.Copy(w, f)
-			f.Close()
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-		}
-		pw.CloseWithError(mw.Close())
-	}()
-	return pr, fmt.Sprintf(`multipart/related; type="application/dicom"; boundary=%s`, mw.Boundary())
 }
 
 // dicomJSONStrings returns the string values of attribute tag in the

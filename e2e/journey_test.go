@@ -113,7 +113,7 @@ func TestSecondOpinionJourney(t *testing.T) {
 
 	// ... and a CT series of the same patient.
 	series := writeSeries(t, tl, testdata, &id)
-	body, ctype := stowBody(series.files)
+	body, ctype := gatewaytest.STOWBody(series.files)
 	stow := hospital.do(t, http.MethodPost, "/dicomweb/studies", ctype, body).want(t, http.StatusOK)
 	if got := dicomJSONStrings(t, stow.body, "00081199", "00081155"); len(got) != seriesSize {
 		t.Fatalf("STOW-RS stored %d instances, want %d: %s", len(got), seriesSize, stow.body)

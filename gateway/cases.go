@@ -202,11 +202,8 @@ func (s *Server) loadCase(r *http.Request, id string) (*cases.Case, certs.Princi
 	if err != nil {
 		return nil, p, err
 	}
-	switch p.Role {
-	case certs.RoleHospital:
-		if c.Org != p.Org {
-			return nil, p, cases.ErrNotFound
-		}
+	if p.Role == certs.RoleHospital && c.Org != p.Org {
+		return nil, p, cases.ErrNotFound
 	}
 	setAuditTarget(r, audit.Target{Case: id, Patient: s.patientKey(c.Org, c.Patient)})
 	return c, p, nil
@@ -500,7 +497,7 @@ func (s *Server) releaseCase(w http.ResponseWriter, r *http.Request) error {
 }
 
 // endCase is POST /cases/{id}/cancel and /close.
-func (s *Server) endCase(event cases.Event, action policy.Action) handlerFunc {
+func (s *Server) endCase(event cases.Event, action policy.Action, note string) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		setAuditAction(r, string(action))
 		c, p, err := s.loadCase(r, r.PathValue("id"))
@@ -516,7 +513,6 @@ func (s *Server) endCase(event cases.Event, action policy.Action) handlerFunc {
 		if err := s.auditCommit(r, http.StatusOK); err != nil {
 			return err
 		}
-		note := map[cases.Event]string{cases.EventCancel: "case cancelled", cases.EventClose: "case closed"}[event]
 		c, err = s.cases.Update(r.Context(), c.ID, func(c *cases.Case) error {
 			if err := c.Apply(event, p.ID, s.now(), note); err != nil {
 				return err

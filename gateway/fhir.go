@@ -302,16 +302,24 @@ func (s *Server) fhirPostBase(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// fhirWriteBody checks a write's Accept header and organisation scope and
+// reads its bounded JSON body.
+func (s *Server) fhirWriteBody(w http.ResponseWriter, r *http.Request) (org string, body []byte, err error) {
+	if err := fhirAccept(r); err != nil {
+		return "", nil, err
+	}
+	if org, err = fhirScope(r); err != nil {
+		return "", nil, err
+	}
+	if body, err = s.readJSONBody(w, r); err != nil {
+		return "", nil, err
+	}
+	return org, body, nil
+}
+
 // fhirCreate is POST /fhir/{type}.
 func (s *Server) fhirCreate(w http.ResponseWriter, r *http.Request) error {
-	if err := fhirAccept(r); err != nil {
-		return err
-	}
-	org, err := fhirScope(r)
-	if err != nil {
-		return err
-	}
-	body, err := s.readJSONBody(w, r)
+	org, body, err := s.fhirWriteBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -324,14 +332,7 @@ func (s *Server) fhirCreate(w http.ResponseWriter, r *http.Request) error {
 
 // fhirUpdate is PUT /fhir/{type}/{id}.
 func (s *Server) fhirUpdate(w http.ResponseWriter, r *http.Request) error {
-	if err := fhirAccept(r); err != nil {
-		return err
-	}
-	org, err := fhirScope(r)
-	if err != nil {
-		return err
-	}
-	body, err := s.readJSONBody(w, r)
+	org, body, err := s.fhirWriteBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -344,14 +345,7 @@ func (s *Server) fhirUpdate(w http.ResponseWriter, r *http.Request) error {
 
 // fhirConditionalUpdate is PUT /fhir/{type}?search.
 func (s *Server) fhirConditionalUpdate(w http.ResponseWriter, r *http.Request) error {
-	if err := fhirAccept(r); err != nil {
-		return err
-	}
-	org, err := fhirScope(r)
-	if err != nil {
-		return err
-	}
-	body, err := s.readJSONBody(w, r)
+	org, body, err := s.fhirWriteBody(w, r)
 	if err != nil {
 		return err
 	}

@@ -15,9 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net/http"
-	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,7 +204,7 @@ func newExchange(b *testing.B, g *gatewaytest.Gateway, study []string) *exchange
 	  "purpose":[{"system":"https://consilium.health/fhir/CodeSystem/purpose","code":"second-opinion"}],
 	  "extension":[{"url":"https://consilium.health/fhir/StructureDefinition/recipient-country","valueCode":"US"}]}}`
 	call(b, e.hospital, "PUT", g.URL+"/fhir/Consent/bench", "application/fhir+json", strings.NewReader(consent), http.StatusCreated, nil)
-	body, ctype := stowBody(study)
+	body, ctype := gatewaytest.STOWBody(study)
 	var stored map[string]struct{ Value []json.RawMessage }
 	call(b, e.hospital, "POST", g.URL+"/dicomweb/studies", ctype, body, http.StatusOK, &stored)
 	var url string
@@ -331,36 +329,6 @@ func call(b *testing.B, c *http.Client, method, url, ctype string, body io.Reade
 			b.Fatalf("%s %s: %v", method, url, err)
 		}
 	}
-}
-
-// stowBody streams files as a STOW-RS multipart/related body.
-func stowBody(files []string) (io.Reader, string) {
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		for _, name := range files {
-			h := textproto.MIMEHeader{}
-			h.Set("Content-Type", "application/dicom")
-			w, err := mw.CreatePart(h)
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			f, err := os.Open(name)
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			_, err = io.Copy(w, f)
-			f.Close()
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-		}
-		pw.CloseWithError(mw.Close())
-	}()
-	return pr, fmt.Sprintf(`multipart/related; type="application/dicom"; boundary=%s`, mw.Boundary())
 }
 
 // decrypt decrypts a packet to tarFile with the specialist's identity and

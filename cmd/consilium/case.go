@@ -458,26 +458,11 @@ func runCaseList(ctx context.Context, env *cli, args []string) error {
 	if *overdue {
 		q.Set("overdue", "true")
 	}
-	path := "/cases"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	var raw json.RawMessage
-	if err := c.doJSON(ctx, http.MethodGet, path, nil, &raw); err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(env.stdout, raw)
-	}
 	var list struct {
 		Cases []caseInfo `json:"cases"`
 	}
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return fmt.Errorf("reading the gateway's answer: %w", err)
+	if printed, err := getListing(ctx, env, cf, "/cases", q, *asJSON, &list); err != nil || printed {
+		return err
 	}
 	if len(list.Cases) == 0 {
 		fmt.Fprintln(env.stdout, "no cases")
@@ -539,26 +524,11 @@ func runCaseSpecialists(ctx context.Context, env *cli, args []string) error {
 	if *language != "" {
 		q.Set("language", *language)
 	}
-	path := "/specialists"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
-	c, err := cf.client(env)
-	if err != nil {
-		return err
-	}
-	var raw json.RawMessage
-	if err := c.doJSON(ctx, http.MethodGet, path, nil, &raw); err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(env.stdout, raw)
-	}
 	var list struct {
 		Specialists []specialistInfo `json:"specialists"`
 	}
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return fmt.Errorf("reading the gateway's answer: %w", err)
+	if printed, err := getListing(ctx, env, cf, "/specialists", q, *asJSON, &list); err != nil || printed {
+		return err
 	}
 	if len(list.Specialists) == 0 {
 		fmt.Fprintln(env.stdout, "no specialists match")
@@ -581,4 +551,27 @@ func printJSON(w io.Writer, raw []byte) error {
 	b.WriteByte('\n')
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// getListing GETs path with query q. With asJSON it prints the gateway's
+// answer as is (printed is true); otherwise it decodes it into out.
+func getListing(ctx context.Context, env *cli, cf *clientFlags, path string, q url.Values, asJSON bool, out any) (printed bool, err error) {
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	c, err := cf.client(env)
+	if err != nil {
+		return false, err
+	}
+	var raw json.RawMessage
+	if err := c.doJSON(ctx, http.MethodGet, path, nil, &raw); err != nil {
+		return false, err
+	}
+	if asJSON {
+		return true, printJSON(env.stdout, raw)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return false, fmt.Errorf("reading the gateway's answer: %w", err)
+	}
+	return false, nil
 }
